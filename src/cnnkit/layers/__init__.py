@@ -1,0 +1,45 @@
+"""Keras-named layers as ``torch.nn.Module``s on channels-first tensors.
+
+One concept per file; every layer builds on first call (or eagerly through
+``build``/``Sequential(input_shape=...)``) and has ``compute_output_shape``.
+"""
+
+from cnnkit.layers.base import Layer
+from cnnkit.layers.blocks import Inception, ResidualBlock
+from cnnkit.layers.conv import Conv1D, Conv2D, Conv3D
+from cnnkit.layers.core import Activation, Dense, Flatten, Reshape
+from cnnkit.layers.dropout import Dropout, SpatialDropout1D, SpatialDropout2D, SpatialDropout3D
+from cnnkit.layers.global_pooling import (
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GlobalAveragePooling3D,
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    GlobalMaxPooling3D,
+)
+from cnnkit.layers.merge import Add, Average, Concatenate, Multiply
+from cnnkit.layers.normalization import BatchNormalization
+from cnnkit.layers.pooling import (
+    AveragePooling1D,
+    AveragePooling2D,
+    AveragePooling3D,
+    MaxPooling1D,
+    MaxPooling2D,
+    MaxPooling3D,
+    MinPooling1D,
+    MinPooling2D,
+    MinPooling3D,
+)
+from cnnkit.layers.separable import (
+    DepthwiseConv1D,
+    DepthwiseConv2D,
+    DepthwiseConv3D,
+    SeparableConv1D,
+    SeparableConv2D,
+    SpatialSeparableConv2D,
+)
+from cnnkit.layers.sequential import Sequential
+from cnnkit.layers.summary import SummaryRow, summary
+from cnnkit.layers.transposed import Conv1DTranspose, Conv2DTranspose, Conv3DTranspose
+from cnnkit.layers.unpooling import MaxUnpooling1D, MaxUnpooling2D, MaxUnpooling3D
+from cnnkit.layers.upsampling import UpSampling1D, UpSampling2D, UpSampling3D

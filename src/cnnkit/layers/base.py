@@ -1,0 +1,442 @@
+"""The base of every cnnkit layer: Keras-style build on first call, shape arithmetic.
+
+Tensors are channels-first: ``(N, C, L)``, ``(N, C, H, W)``, ``(N, C, D, H, W)``.
+
+A layer's input channels are inferred when it is built: at its first call, or
+eagerly by ``build(input_shape)`` (``cnnkit.Sequential(..., input_shape=...)`` does
+that for a whole stack, so no lazy parameter remains).
+
+Subclasses implement:
+
+* ``_build(input_shape)``: create parameters (``input_shape`` has the batch dim,
+  possibly ``None``);
+* ``call(x)``: the computation;
+* ``_output_shape(input_shape)``: pure arithmetic, shapes with the batch dim;
+* optionally ``count_macs(input_shape)`` and ``receptive_field_layers()`` for summaries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit._core.errors import ConfigError, ShapeError
+from cnnkit.ops.arithmetic import resolve_padding
+
+Shape = tuple  # tuple[int | None, ...]
+
+_RANK_NAMES = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
+
+
+def rank_name(spatial_dims: int) -> str:
+    """Human name of the expected input layout for a number of spatial dims."""
+    return _RANK_NAMES.get(spatial_dims, f"(N, C, {spatial_dims} spatial dims)")
+
+
+class Layer(nn.Module):
+    """Base class: a ``torch.nn.Module`` built on first call (or by ``build``).
+
+    Attributes:
+        spatial_dims: number of spatial dimensions the layer works on, or ``None``
+            for layers that accept any rank (Dense, Activation, Dropout, ...).
+        built: whether parameters exist.
+        input_shape: the per-sample input shape given at construction (no batch dim),
+            used by ``Sequential`` to build eagerly.
+    """
+
+    spatial_dims: int | None = None
+    #: when True a layer with an activation returns its pre-activation output (logits);
+    #: the training loop sets it on a final softmax/sigmoid layer (see cnnkit.train.heads)
+    emit_logits: bool = False
+    #: minimum rank (with batch) for layers with spatial_dims None
+    min_rank: int = 2
+
+    def __init__(
+        self, *, input_shape: Sequence[int] | None = None, name: str | None = None
+    ) -> None:
+        super().__init__()
+        self.built = False
+        self.input_shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+        self.layer_name = name
+        self.in_channels: int | None = None
+
+    # ------------------------------------------------------------------ shapes
+
+    def _expected_rank(self) -> int | None:
+        return None if self.spatial_dims is None else self.spatial_dims + 2
+
+    def _with_batch(self, input_shape: Sequence[int | None]) -> tuple[tuple, bool]:
+        """Return (shape with batch dim, whether a batch dim was added)."""
+        shape = tuple(None if s is None else int(s) for s in input_shape)
+        rank = self._expected_rank()
+        if rank is not None and len(shape) == rank - 1:
+            return (None, *shape), True
+        return shape, False
+
+    def _check_shape(self, shape: tuple) -> None:
+        rank = self._expected_rank()
+        if rank is not None and len(shape) != rank:
+            hint = ""
+            if len(shape) == rank - 1:
+                hint = " For a single sample add the batch dimension: x.unsqueeze(0)."
+            elif rank - 2 in _RANK_NAMES and len(shape) - 2 in _RANK_NAMES:
+                hint = (
+                    f" A {len(shape)}-D input suggests the {len(shape) - 2}D variant of this layer."
+                )
+            raise ShapeError(
+                f"{type(self).__name__} expects a {rank}-D input {rank_name(self.spatial_dims)}; "
+                f"received shape {tuple(shape)} ({len(shape)}-D).{hint}"
+            )
+        if rank is None and len(shape) < self.min_rank:
+            raise ShapeError(
+                f"{type(self).__name__} expects an input of rank >= {self.min_rank} "
+                f"(batch first); received shape {tuple(shape)}."
+            )
+        for i, s in enumerate(shape[1:], start=1):
+            if s is not None and s < 1:
+                raise ShapeError(
+                    f"{type(self).__name__} received shape {tuple(shape)} with a dimension of size "
+                    f"{s} at position {i}; every size must be positive."
+                )
+        if self.built and self.in_channels is not None and len(shape) > 1 and shape[1] is not None:
+            if shape[1] != self.in_channels:
+                raise ShapeError(
+                    f"{type(self).__name__} was built for {self.in_channels} input channels; "
+                    f"received {shape[1]} channels (shape {tuple(shape)}). Inputs are channels-first "
+                    f"{rank_name(self.spatial_dims) if self.spatial_dims else '(N, C, ...)'}; "
+                    "a channels-last array needs x.permute(...) or a new layer."
+                )
+
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple:
+        """Output shape for an input shape, by arithmetic only (no forward pass).
+
+        ``input_shape`` includes the batch dimension (may be ``None``); for layers with a
+        fixed number of spatial dims it may also be given without it, and the result
+        then has none either.
+        """
+        shape, added = self._with_batch(input_shape)
+        self._check_shape(shape)
+        out = tuple(self._output_shape(shape))
+        return out[1:] if added else out
+
+    def _output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, input_shape: Sequence[int | None]) -> Layer:
+        """Create the parameters for inputs of ``input_shape`` (batch dim optional)."""
+        shape, _ = self._with_batch(input_shape)
+        self._check_shape(shape)
+        if not self.built:
+            if len(shape) > 1 and shape[1] is not None:
+                self.in_channels = int(shape[1])
+            self._build(shape)
+            self.built = True
+        return self
+
+    def _build(self, input_shape: tuple) -> None:
+        """Create parameters; the default creates none."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(x, torch.Tensor):
+            raise ShapeError(
+                f"{type(self).__name__} expects a torch.Tensor; received {type(x).__name__}. "
+                "Convert with torch.as_tensor(x, dtype=torch.float32)."
+            )
+        shape = tuple(x.shape)
+        self._check_shape(
+            shape
+        )  # before build: build() would read a missing batch dim as per-sample
+        if not self.built:
+            self.build(shape)
+            self._to_input_device(x)
+        return self.call(x, *args, **kwargs)
+
+    def _to_input_device(self, x: torch.Tensor) -> None:
+        for p in self.parameters():
+            if p.device != x.device:
+                self.to(device=x.device)
+            break
+
+    def call(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ summaries
+
+    def count_macs(self, input_shape: Sequence[int | None]) -> int:
+        """Multiply-accumulates for one sample of ``input_shape``; 0 by default."""
+        return 0
+
+    def receptive_field_layers(
+        self,
+    ) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] | None:
+        """``(kernel, stride, dilation)`` per spatial dim for each window this layer
+        applies in sequence; ``[]`` for layers that do not change the field, ``None``
+        for layers that see the whole input (Dense after Flatten, global pooling)."""
+        return []
+
+    def extra_repr(self) -> str:
+        cfg = self.get_config() if hasattr(self, "get_config") else {}
+        return ", ".join(f"{k}={v!r}" for k, v in cfg.items())
+
+
+# ---------------------------------------------------------------------- argument helpers
+
+
+def normalize_tuple(
+    value: int | Sequence[int], n: int, name: str, minimum: int = 1
+) -> tuple[int, ...]:
+    """An int or a sequence of ``n`` ints, as a tuple of ``n`` ints >= ``minimum``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be an int or a tuple of {n} ints; received {value!r}.")
+    if isinstance(value, int):
+        vals: tuple = (value,) * n
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        vals = tuple(value)
+        if len(vals) != n:
+            raise ConfigError(
+                f"{name} must be an int or a tuple of {n} ints; received {tuple(value)!r} "
+                f"({len(vals)} entries)."
+            )
+    else:
+        raise ConfigError(f"{name} must be an int or a tuple of {n} ints; received {value!r}.")
+    for v in vals:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ConfigError(f"{name} must contain ints >= {minimum}; received {value!r}.")
+    return tuple(int(v) for v in vals)
+
+
+PaddingSpec = str | tuple  # 'valid' | 'same' | 'full' | ((before, after), ...)
+
+
+def normalize_padding(
+    padding: Any, n: int, allowed: Sequence[str] = ("valid", "same", "full")
+) -> PaddingSpec:
+    """Normalize a layer's padding argument for ``n`` spatial dims.
+
+    Accepts ``'valid'``, ``'same'``, ``'full'`` (those in ``allowed``), an int, a tuple
+    of ``n`` ints (symmetric per dim), a tuple of ``n`` pairs ``(before, after)``, or
+    for one spatial dim a single pair. Returns the lower-cased string or a tuple of
+    ``n`` ``(before, after)`` pairs.
+    """
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode not in allowed:
+            raise ConfigError(
+                f"Unknown padding {padding!r}; expected one of {', '.join(map(repr, allowed))}, "
+                f"an int, a tuple of {n} ints or a tuple of {n} (before, after) pairs."
+            )
+        return mode
+    err = ConfigError(
+        f"padding must be one of {', '.join(map(repr, allowed))}, an int, a tuple of {n} ints or "
+        f"{n} (before, after) pairs; received {padding!r}."
+    )
+    if isinstance(padding, bool):
+        raise err
+    if isinstance(padding, int):
+        if padding < 0:
+            raise err
+        return tuple((padding, padding) for _ in range(n))
+    if not isinstance(padding, Sequence):
+        raise err
+    items = list(padding)
+    if n == 1 and len(items) == 2 and all(isinstance(v, int) for v in items):
+        items = [tuple(items)]
+    if len(items) != n:
+        raise err
+    pairs = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            pair = (item, item)
+        elif isinstance(item, Sequence) and len(item) == 2:
+            pair = tuple(item)
+        else:
+            raise err
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in pair):
+            raise err
+        pairs.append((int(pair[0]), int(pair[1])))
+    return tuple(pairs)
+
+
+def resolve_pads(
+    padding: PaddingSpec,
+    sizes: Sequence[int | None],
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+    dilation: Sequence[int],
+) -> list[tuple[int, int]]:
+    """``(before, after)`` per spatial dim for a normalized padding and input sizes."""
+    if isinstance(padding, tuple):
+        return list(padding)
+    out = []
+    for n, k, s, d in zip(sizes, kernel_size, strides, dilation):
+        if n is None:
+            if padding == "same" and s > 1:
+                raise ShapeError("'same' padding with stride > 1 needs known spatial sizes.")
+            n = 1_000_000 * s  # any multiple of the stride gives the same pads for stride 1
+        out.append(resolve_padding(padding, n, k, s, d))
+    return out
+
+
+def torch_pad_arg(pads: Sequence[tuple[int, int]]) -> list[int]:
+    """``(before, after)`` per dim (first to last) -> the flat list ``F.pad`` wants."""
+    flat: list[int] = []
+    for before, after in reversed(list(pads)):
+        flat += [before, after]
+    return flat
+
+
+def symmetric(pads: Sequence[tuple[int, int]]) -> tuple[int, ...] | None:
+    """The per-dim padding tuple if every pair is symmetric, else ``None``."""
+    if all(b == a for b, a in pads):
+        return tuple(b for b, _ in pads)
+    return None
+
+
+# ---------------------------------------------------------------------- activations
+
+
+def _softmax(x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(x, dim=1)
+
+
+def _log_softmax(x: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(x, dim=1)
+
+
+def _linear(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "linear": _linear,
+    "relu": torch.relu,
+    "relu6": nn.functional.relu6,
+    "sigmoid": torch.sigmoid,
+    "hard_sigmoid": nn.functional.hardsigmoid,
+    "tanh": torch.tanh,
+    "softmax": _softmax,
+    "log_softmax": _log_softmax,
+    "elu": nn.functional.elu,
+    "selu": nn.functional.selu,
+    "gelu": nn.functional.gelu,
+    "silu": nn.functional.silu,
+    "swish": nn.functional.silu,
+    "mish": nn.functional.mish,
+    "softplus": nn.functional.softplus,
+    "softsign": nn.functional.softsign,
+    "leaky_relu": nn.functional.leaky_relu,
+    "exponential": torch.exp,
+}
+
+
+def get_activation(
+    activation: str | Callable | None,
+) -> tuple[str | None, Callable[[torch.Tensor], torch.Tensor] | None]:
+    """Return ``(name, fn)``; ``None`` and ``'linear'`` give ``(None, None)``.
+
+    Softmax and log-softmax act on the channel axis (dim 1), which for channels-first
+    tensors is the class axis of both dense and per-pixel outputs.
+    """
+    if activation is None:
+        return None, None
+    if isinstance(activation, str):
+        key = activation.lower()
+        if key not in ACTIVATIONS:
+            from cnnkit._core.errors import did_you_mean
+
+            raise ConfigError(
+                f"Unknown activation {activation!r}; expected one of {', '.join(sorted(ACTIVATIONS))}."
+                + did_you_mean(key, ACTIVATIONS)
+            )
+        if key == "linear":
+            return None, None
+        return key, ACTIVATIONS[key]
+    if callable(activation):
+        return getattr(activation, "__name__", type(activation).__name__), activation
+    raise ConfigError(f"activation must be a name, a callable or None; received {activation!r}.")
+
+
+# ---------------------------------------------------------------------- initializers
+
+
+def _fans(weight: torch.Tensor, transposed: bool = False) -> tuple[int, int]:
+    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
+    a, b = weight.shape[1] * receptive, weight.shape[0] * receptive
+    return (b, a) if transposed else (a, b)
+
+
+def initialize(
+    weight: torch.Tensor, initializer: str | Callable, *, transposed: bool = False
+) -> None:
+    """Fill ``weight`` in place, Keras-named.
+
+    ``'glorot_uniform'`` (Keras' default), ``'glorot_normal'``, ``'he_normal'``,
+    ``'he_uniform'``, ``'lecun_normal'``, ``'lecun_uniform'``, ``'orthogonal'``,
+    ``'zeros'``, ``'ones'``, ``'torch'`` (PyTorch's own default for conv/linear), or a
+    callable taking the tensor.
+    """
+    with torch.no_grad():
+        if callable(initializer) and not isinstance(initializer, str):
+            initializer(weight)
+            return
+        if not isinstance(initializer, str):
+            raise ConfigError(
+                f"initializer must be a name or a callable; received {initializer!r}."
+            )
+        name = initializer.lower()
+        fan_in, fan_out = (
+            _fans(weight, transposed) if weight.dim() >= 2 else (weight.numel(), weight.numel())
+        )
+        if name == "glorot_uniform":
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            weight.uniform_(-limit, limit)
+        elif name == "glorot_normal":
+            std = math.sqrt(2.0 / (fan_in + fan_out))
+            nn.init.trunc_normal_(
+                weight,
+                0.0,
+                std / 0.87962566103423978,
+                -2 * std / 0.87962566103423978,
+                2 * std / 0.87962566103423978,
+            )
+        elif name in ("he_normal", "he_uniform", "lecun_normal", "lecun_uniform"):
+            scale = 2.0 if name.startswith("he") else 1.0
+            if name.endswith("uniform"):
+                limit = math.sqrt(3.0 * scale / fan_in)
+                weight.uniform_(-limit, limit)
+            else:
+                std = math.sqrt(scale / fan_in) / 0.87962566103423978
+                nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+        elif name == "orthogonal":
+            nn.init.orthogonal_(weight)
+        elif name == "zeros":
+            weight.zero_()
+        elif name == "ones":
+            weight.fill_(1.0)
+        elif name == "torch":
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        else:
+            raise ConfigError(
+                f"Unknown initializer {initializer!r}; expected 'glorot_uniform', 'glorot_normal', "
+                "'he_normal', 'he_uniform', 'lecun_normal', 'lecun_uniform', 'orthogonal', "
+                "'zeros', 'ones', 'torch' or a callable."
+            )
+
+
+def init_bias(bias: torch.Tensor, initializer: str | Callable, fan_in: int) -> None:
+    """Fill a bias: ``'zeros'`` (Keras' default), ``'torch'`` (uniform +-1/sqrt(fan_in)),
+    or any name :func:`initialize` accepts."""
+    with torch.no_grad():
+        if isinstance(initializer, str) and initializer.lower() == "torch":
+            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            bias.uniform_(-bound, bound)
+        elif isinstance(initializer, str) and initializer.lower() == "zeros":
+            bias.zero_()
+        else:
+            initialize(bias, initializer)

@@ -1,0 +1,5 @@
+"""Keras' workflow on any nn.Module: compile / fit / evaluate / predict."""
+
+from cnnkit.train.model import History, Model
+from cnnkit.train.precision import cpu_has_native_bf16, resolve_device, resolve_precision
+from cnnkit.train.seed import seed_everything

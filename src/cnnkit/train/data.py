@@ -1,0 +1,161 @@
+"""Turning what users pass to ``fit``/``evaluate``/``predict`` into batches.
+
+Arrays and tensors that fit in memory are sliced directly (no DataLoader, no
+per-sample Python); ``Dataset``s and ``DataLoader``s are iterated as given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from cnnkit._core.errors import ConfigError, ShapeError
+
+
+def as_input_tensor(x: Any) -> torch.Tensor:
+    """NumPy array / tensor / nested list -> a float tensor (ints become float32)."""
+    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    if not t.is_floating_point():
+        t = t.float()
+    elif t.dtype == torch.float64:
+        t = t.float()
+    return t
+
+
+def as_target_tensor(y: Any) -> torch.Tensor:
+    """Targets: integer class indices stay int64, everything else float32."""
+    t = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+    if t.dtype in (torch.int8, torch.int16, torch.int32, torch.uint8, torch.int64, torch.bool):
+        return t.long()
+    return t.float()
+
+
+def _as_targets(y: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    if isinstance(y, (list, tuple)) and y and isinstance(y[0], (np.ndarray, torch.Tensor)):
+        return tuple(as_target_tensor(t) for t in y)
+    return as_target_tensor(y)
+
+
+def _length(y: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
+    return len(y[0]) if isinstance(y, tuple) else len(y)
+
+
+def _index(y, idx):
+    return tuple(t[idx] for t in y) if isinstance(y, tuple) else y[idx]
+
+
+@dataclass
+class InMemory:
+    """Tensors held in memory; batches are slices."""
+
+    x: torch.Tensor
+    y: torch.Tensor | tuple[torch.Tensor, ...] | None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(
+        self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+    ) -> Iterator[tuple]:
+        n = len(self.x)
+        order = torch.randperm(n, generator=generator) if shuffle else None
+        for start in range(0, n, batch_size):
+            if order is None:
+                sl = slice(start, start + batch_size)
+                yield self.x[sl], (None if self.y is None else _index(self.y, sl))
+            else:
+                idx = order[start : start + batch_size]
+                yield self.x[idx], (None if self.y is None else _index(self.y, idx))
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self.x) // batch_size)
+
+    def split(self, fraction: float) -> tuple[InMemory, InMemory]:
+        """Keras' validation_split: the last ``fraction`` becomes validation, before shuffling."""
+        n = len(self.x)
+        n_val = int(n * fraction)
+        if n_val == 0 or n_val == n:
+            raise ConfigError(
+                f"validation_split={fraction} leaves {n - n_val} training and {n_val} validation "
+                f"samples out of {n}; choose a fraction that keeps both non-empty."
+            )
+        cut = n - n_val
+        y_tr = None if self.y is None else _index(self.y, slice(0, cut))
+        y_va = None if self.y is None else _index(self.y, slice(cut, n))
+        return InMemory(self.x[:cut], y_tr), InMemory(self.x[cut:], y_va)
+
+
+@dataclass
+class Loader:
+    """A Dataset or DataLoader, iterated as given."""
+
+    source: Dataset | DataLoader
+
+    def __len__(self) -> int:
+        src = self.source.dataset if isinstance(self.source, DataLoader) else self.source
+        return len(src)  # type: ignore[arg-type]
+
+    def _loader(self, batch_size: int, shuffle: bool) -> DataLoader:
+        if isinstance(self.source, DataLoader):
+            return self.source
+        return DataLoader(self.source, batch_size=batch_size, shuffle=shuffle)
+
+    def batches(self, batch_size: int, shuffle: bool, generator=None) -> Iterator[tuple]:
+        for batch in self._loader(batch_size, shuffle):
+            if isinstance(batch, (list, tuple)):
+                if len(batch) == 1:
+                    yield as_input_tensor(batch[0]), None
+                elif len(batch) == 2:
+                    yield as_input_tensor(batch[0]), _as_targets(batch[1])
+                else:
+                    yield as_input_tensor(batch[0]), tuple(as_target_tensor(t) for t in batch[1:])
+            else:
+                yield as_input_tensor(batch), None
+
+    def num_batches(self, batch_size: int) -> int:
+        return len(self._loader(batch_size, False))
+
+    def split(self, fraction: float) -> tuple[Loader, Loader]:
+        if isinstance(self.source, DataLoader):
+            raise ConfigError(
+                "validation_split needs arrays, tensors or a Dataset; received a DataLoader. "
+                "Pass validation_data=... instead."
+            )
+        n = len(self.source)  # type: ignore[arg-type]
+        n_val = int(n * fraction)
+        if n_val == 0 or n_val == n:
+            raise ConfigError(
+                f"validation_split={fraction} leaves {n - n_val} training and {n_val} validation "
+                f"samples out of {n}; choose a fraction that keeps both non-empty."
+            )
+        return Loader(Subset(self.source, range(n - n_val))), Loader(
+            Subset(self.source, range(n - n_val, n))
+        )
+
+
+def make_source(x: Any, y: Any = None, *, what: str = "x") -> InMemory | Loader:
+    """Wrap the user's data; checks lengths and emptiness."""
+    if x is None:
+        raise ConfigError(f"{what} is required: pass arrays, tensors, a Dataset or a DataLoader.")
+    if isinstance(x, (Dataset, DataLoader)):
+        if y is not None:
+            raise ConfigError(
+                "y must be None when x is a Dataset or DataLoader (it yields the targets)."
+            )
+        src: InMemory | Loader = Loader(x)
+    else:
+        if isinstance(x, Sequence) and len(x) == 2 and y is None and not isinstance(x, str):
+            x, y = x  # (x, y) tuples, as validation_data
+        xt = as_input_tensor(x)
+        yt = None if y is None else _as_targets(y)
+        if yt is not None and _length(yt) != len(xt):
+            raise ShapeError(f"x has {len(xt)} samples but y has {_length(yt)}; they must match.")
+        src = InMemory(xt, yt)
+    if len(src) == 0:
+        raise ConfigError(f"{what} is empty (0 samples); nothing to train or evaluate on.")
+    return src

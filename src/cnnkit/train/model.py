@@ -1,0 +1,391 @@
+"""``cnnkit.Model``: Keras' compile / fit / evaluate / predict on any ``nn.Module``.
+
+    model = cnnkit.Model(create("mnist_cnn"))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=128, epochs=3, validation_split=0.3)
+    model.evaluate(x_test, y_test)   # {'loss': ..., 'accuracy': ...}
+
+The loop adds nothing measurable to a hand-written one: in-memory data is sliced,
+running sums stay on the device, the progress bar reads them only when it redraws.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit._core.errors import CnnkitError, ConfigError, ShapeError
+from cnnkit.losses import get_loss
+from cnnkit.metrics import get_metric
+from cnnkit.train.data import InMemory, Loader, as_input_tensor, make_source
+from cnnkit.train.heads import OutputHead, emit_logits, trace_heads
+from cnnkit.train.precision import Precision, resolve_device, resolve_precision
+from cnnkit.train.progress import ProgressBar
+
+log = logging.getLogger("cnnkit.train")
+
+#: Keras loss names that are computed from logits
+LOGIT_LOSSES = {
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "binary_crossentropy",
+    "dice",
+    "focal",
+}
+
+
+class History:
+    """Keras' History: ``history`` maps ``loss``, ``val_loss`` and metrics to per-epoch lists."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+def _make_optimizer(spec: Any, params, lr: float | None) -> torch.optim.Optimizer:
+    if isinstance(spec, torch.optim.Optimizer):
+        return spec
+    if callable(spec) and not isinstance(spec, str):
+        return spec(params)
+    name = str(spec).lower()
+    params = list(params)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr or 1e-3, foreach=True)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr or 1e-3, foreach=True)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr or 0.01, momentum=0.0, foreach=True)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr or 1e-3, foreach=True)
+    raise ConfigError(
+        f"Unknown optimizer {spec!r}; expected 'adam', 'adamw', 'sgd', 'rmsprop', a "
+        "torch.optim.Optimizer or a callable params -> optimizer."
+    )
+
+
+class Workflow:
+    """Keras' workflow methods, mixed into :class:`Model` and ``cnnkit.Sequential``.
+
+    ``_net`` is the module that is trained; non-child module references are kept in
+    ``__dict__`` so they are not registered as submodules.
+    """
+
+    _compiled = False
+
+    @property
+    def _net(self) -> nn.Module:
+        return self  # type: ignore[return-value]
+
+    @property
+    def _step_module(self) -> nn.Module:
+        return self.__dict__.get("_step_module_ref") or self._net
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled
+
+    def save(self, directory, overwrite: bool = False):
+        """Write safetensors + JSON into ``directory``; see :func:`cnnkit.load`."""
+        from cnnkit.train.checkpoint import save_model
+
+        return save_model(self._net, directory, overwrite=overwrite)
+
+    # ----------------------------------------------------------------- compile
+
+    def compile(
+        self,
+        optimizer: str | torch.optim.Optimizer | Callable = "adam",
+        loss: str | Callable | Sequence[str | Callable] | None = None,
+        metrics: Sequence[str | Any] | None = None,
+        loss_weights: Sequence[float] | None = None,
+        lr_schedule: Any = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        jit_compile: bool = False,
+        learning_rate: float | None = None,
+    ) -> Model:
+        """Choose optimizer, loss(es), metrics, device and precision.
+
+        ``loss`` may be a list (one per model output) with ``loss_weights``.
+        """
+        if loss is None:
+            raise ConfigError(
+                "compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'."
+            )
+        losses = list(loss) if isinstance(loss, (list, tuple)) else [loss]
+        if loss_weights is not None and len(loss_weights) != len(losses):
+            raise ConfigError(
+                f"loss_weights has {len(loss_weights)} entries but there are {len(losses)} losses."
+            )
+        self._loss_specs = losses
+        self._loss_fns = [get_loss(spec) for spec in losses]
+        self._loss_on_logits = [isinstance(s, str) and s in LOGIT_LOSSES for s in losses]
+        self._loss_weights = list(loss_weights) if loss_weights is not None else [1.0] * len(losses)
+        self._metric_specs = list(metrics or [])
+        self.device = resolve_device(device)
+        self.precision: Precision = resolve_precision(precision, self.device)
+        self._net.to(self.device)
+        self._optimizer_spec = optimizer
+        self._lr = learning_rate
+        self.optimizer: torch.optim.Optimizer | None = None
+        if isinstance(optimizer, torch.optim.Optimizer):
+            self.optimizer = optimizer
+        self._lr_schedule = lr_schedule
+        self.scheduler = None
+        self._jit = jit_compile
+        self.__dict__["_step_module_ref"] = None
+        self._heads: list[OutputHead] | None = None
+        self._compiled = True
+        log.info("compiled on %s with precision %s", self.device, self.precision.name)
+        return self
+
+    def _require_compiled(self) -> None:
+        if not self._compiled:
+            raise ConfigError("Call model.compile(optimizer=..., loss=...) before fit/evaluate.")
+
+    def _prepare(self, x_sample: torch.Tensor) -> None:
+        """Build lazy layers, find output heads, create the optimizer (once)."""
+        if self._heads is None:
+            was_training = self._net.training
+            self._net.eval()
+            self._heads = trace_heads(self._net, x_sample[:2].to(self.device))
+            self._net.train(was_training)
+            if len(self._heads) != len(self._loss_fns):
+                if len(self._loss_fns) == 1 and len(self._heads) > 1:
+                    raise ConfigError(
+                        f"The model returns {len(self._heads)} outputs but compile() got one loss; "
+                        "pass one loss per output, e.g. loss=['sparse_categorical_crossentropy', 'mse']."
+                    )
+                raise ConfigError(
+                    f"The model returns {len(self._heads)} output(s) but compile() got "
+                    f"{len(self._loss_fns)} losses."
+                )
+            self._metrics = [get_metric(m) if isinstance(m, str) else m for m in self._metric_specs]
+            if self._jit:
+                self.__dict__["_step_module_ref"] = torch.compile(self._net)
+        if self.optimizer is None:
+            self.optimizer = _make_optimizer(self._optimizer_spec, self._net.parameters(), self._lr)
+            if self._lr_schedule is not None:
+                self.scheduler = (
+                    self._lr_schedule(self.optimizer)
+                    if callable(self._lr_schedule)
+                    else self._lr_schedule
+                )
+
+    # ----------------------------------------------------------------- one step
+
+    def _loss(self, out: Any, y: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        ys = y if isinstance(y, tuple) else (y,)
+        if len(ys) != len(outs):
+            raise ShapeError(
+                f"The model returns {len(outs)} output(s) but {len(ys)} target(s) were given."
+            )
+        total = None
+        activated = []
+        for head, o, t, fn, on_logits, w in zip(
+            self._heads, outs, ys, self._loss_fns, self._loss_on_logits, self._loss_weights
+        ):
+            logits = o.float() if head.switchable else head.to_logits(o)
+            act = head.activate(logits) if head.switchable else o.float()
+            value = fn(logits if on_logits else act, t)
+            total = value * w if total is None else total + value * w
+            activated.append(act)
+        return total, activated
+
+    def _update_metrics(self, activated: list[torch.Tensor], y: Any) -> None:
+        target = y[0] if isinstance(y, tuple) else y
+        for m in self._metrics:
+            m.update(activated[0].detach(), target)
+
+    def _metric_logs(self, prefix: str = "") -> dict[str, float]:
+        logs = {}
+        for m in self._metrics:
+            value = m.compute()
+            if isinstance(value, torch.Tensor):
+                value = value.item() if value.numel() == 1 else value
+            if isinstance(value, float | int):
+                logs[prefix + m.name] = float(value)
+        return logs
+
+    # ----------------------------------------------------------------- fit
+
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int = 32,
+        epochs: int = 1,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        shuffle: bool = True,
+        callbacks: Sequence[Any] | None = None,
+        verbose: int = 1,
+        initial_epoch: int = 0,
+    ) -> History:
+        """Train for ``epochs`` epochs; returns a :class:`History`."""
+        self._require_compiled()
+        if not 0.0 <= validation_split < 1.0:
+            raise ConfigError(f"validation_split must be in [0, 1); received {validation_split}.")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be positive; received {batch_size}.")
+        train = make_source(x, y)
+        val = None
+        if validation_split > 0:
+            train, val = train.split(validation_split)
+        if validation_data is not None:
+            val = make_source(validation_data, what="validation_data")
+        first_x = next(iter(train.batches(2, False)))[0]
+        self._prepare(first_x)
+        history = History()
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if hasattr(cb, "set_model"):
+                cb.set_model(self)
+        module = self._step_module
+        self.stop_training = False
+        for epoch in range(initial_epoch, epochs):
+            self._net.train()
+            for m in self._metrics:
+                m.reset()
+            total_loss = torch.zeros((), device=self.device)
+            seen = 0
+            bar = ProgressBar(train.num_batches(batch_size), epoch + 1, epochs, verbose)
+            with emit_logits(self._heads):
+                for step, (xb, yb) in enumerate(train.batches(batch_size, shuffle), start=1):
+                    xb = xb.to(self.device, non_blocking=True)
+                    yb = _to_device(yb, self.device)
+                    with self.precision.autocast():
+                        out = module(xb)
+                    loss, activated = self._loss(out, yb)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    n = len(xb)
+                    total_loss += loss.detach() * n
+                    seen += n
+                    self._update_metrics(activated, yb)
+                    bar.update(step, n, lambda t=total_loss, s=seen: {"loss": (t / s).item()})
+            train_loss = (total_loss / seen).item()
+            if not math.isfinite(train_loss):
+                raise CnnkitError(
+                    f"The loss became {train_loss} in epoch {epoch + 1}; lower the learning rate "
+                    "or check the inputs and labels for NaN/inf."
+                )
+            logs = {"loss": train_loss, **self._metric_logs()}
+            if val is not None:
+                val_logs = self.evaluate(_source=val, batch_size=batch_size, verbose=0)
+                logs.update({"val_" + k: v for k, v in val_logs.items()})
+            if self.scheduler is not None:
+                self.scheduler.step()
+            bar.finish(logs)
+            history.append(epoch, logs)
+            for cb in callbacks:
+                if hasattr(cb, "on_epoch_end"):
+                    cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        self.history = history
+        return history
+
+    # ----------------------------------------------------------------- evaluate / predict
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int = 32,
+        verbose: int = 0,
+        _source: InMemory | Loader | None = None,
+    ) -> dict[str, float]:
+        """Loss and metrics on data: ``{'loss': ..., 'accuracy': ...}``."""
+        self._require_compiled()
+        src = _source if _source is not None else make_source(x, y)
+        if self._heads is None:
+            self._prepare(next(iter(src.batches(2, False)))[0])
+        self._net.eval()
+        for m in self._metrics:
+            m.reset()
+        total, seen = torch.zeros((), device=self.device), 0
+        with emit_logits(self._heads):
+            for xb, yb in src.batches(batch_size, False):
+                xb = xb.to(self.device)
+                yb = _to_device(yb, self.device)
+                with self.precision.autocast():
+                    out = self._step_module(xb)
+                loss, activated = self._loss(out, yb)
+                total += loss * len(xb)
+                seen += len(xb)
+                self._update_metrics(activated, yb)
+        logs = {"loss": (total / seen).item(), **self._metric_logs()}
+        if verbose:
+            log.info(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        return logs
+
+    @torch.no_grad()
+    def predict(
+        self, x: Any, batch_size: int = 32, verbose: int = 0
+    ) -> np.ndarray | list[np.ndarray]:
+        """The model's outputs (probabilities for softmax/sigmoid models) as NumPy arrays."""
+        device = getattr(self, "device", None) or next(self._net.parameters()).device
+        precision = getattr(self, "precision", None) or resolve_precision("fp32", device)
+        self._net.eval()
+        src = (
+            make_source(x)
+            if not isinstance(x, torch.Tensor)
+            else InMemory(as_input_tensor(x), None)
+        )
+        chunks: list = []
+        for xb, _ in src.batches(batch_size, False):
+            with precision.autocast():
+                out = self._net(xb.to(device))
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            chunks.append([o.float().cpu() for o in outs])
+        merged = [torch.cat([c[i] for c in chunks]).numpy() for i in range(len(chunks[0]))]
+        return merged[0] if len(merged) == 1 else merged
+
+
+class Model(Workflow, nn.Module):
+    """Wraps any ``nn.Module`` with Keras' workflow. ``Model(module)(x) == module(x)``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        nn.Module.__init__(self)
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"Model wraps an nn.Module; received {type(module).__name__}.")
+        self.module = module
+
+    @property
+    def _net(self) -> nn.Module:
+        return self.module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+    def summary(self, input_shape: Sequence[int] | None = None, print_fn=None):
+        """The layer table of the wrapped module (see :func:`cnnkit.summary`)."""
+        from cnnkit.layers.summary import summary
+
+        return summary(self.module, input_shape=input_shape, print_fn=print_fn)
+
+
+def _to_device(y: Any, device: torch.device) -> Any:
+    if y is None:
+        return None
+    if isinstance(y, tuple):
+        return tuple(t.to(device, non_blocking=True) for t in y)
+    return y.to(device, non_blocking=True)
