@@ -158,9 +158,12 @@ class Layer(nn.Module):
         return self.call(x, *args, **kwargs)
 
     def _to_input_device(self, x: torch.Tensor) -> None:
+        """After a lazy build, follow the input's device (and float64, when asked for)."""
         for p in self.parameters():
             if p.device != x.device:
                 self.to(device=x.device)
+            if x.dtype == torch.float64 and p.dtype != torch.float64:
+                self.to(dtype=torch.float64)
             break
 
     def call(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
@@ -227,9 +230,12 @@ def normalize_padding(
     if isinstance(padding, str):
         mode = padding.lower()
         if mode not in allowed:
+            from cnnkit._core.errors import did_you_mean
+
             raise ConfigError(
                 f"Unknown padding {padding!r}; expected one of {', '.join(map(repr, allowed))}, "
                 f"an int, a tuple of {n} ints or a tuple of {n} (before, after) pairs."
+                + did_you_mean(mode, allowed)
             )
         return mode
     err = ConfigError(

@@ -354,6 +354,8 @@ def _default_input_shape(module: nn.Module) -> Any:
     shape = getattr(module, "_input_shape", None)
     if shape is None:
         shape = getattr(module, "input_shape", None)
+    if shape is None:
+        shape = getattr(module, "default_input_shape", None)
     return shape
 
 

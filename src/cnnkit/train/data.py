@@ -100,13 +100,13 @@ class Loader:
         src = self.source.dataset if isinstance(self.source, DataLoader) else self.source
         return len(src)  # type: ignore[arg-type]
 
-    def _loader(self, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, batch_size: int, shuffle: bool, generator=None) -> DataLoader:
         if isinstance(self.source, DataLoader):
             return self.source
-        return DataLoader(self.source, batch_size=batch_size, shuffle=shuffle)
+        return DataLoader(self.source, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
     def batches(self, batch_size: int, shuffle: bool, generator=None) -> Iterator[tuple]:
-        for batch in self._loader(batch_size, shuffle):
+        for batch in self._loader(batch_size, shuffle, generator):
             if isinstance(batch, (list, tuple)):
                 if len(batch) == 1:
                     yield as_input_tensor(batch[0]), None
