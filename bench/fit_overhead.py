@@ -58,10 +58,15 @@ def bench(name, precision_name, n, batch_size, rounds):
 
     model = cnnkit.Model(create(name))
     model.compile(
-        optimizer="adam", loss="sparse_categorical_crossentropy", device="cpu", precision=precision_name
+        optimizer="adam",
+        loss="sparse_categorical_crossentropy",
+        device="cpu",
+        precision=precision_name,
     )
     # warm-up both
-    hand_written_epoch(raw, x[: batch_size * 4], y[: batch_size * 4], batch_size, raw_opt, precision)
+    hand_written_epoch(
+        raw, x[: batch_size * 4], y[: batch_size * 4], batch_size, raw_opt, precision
+    )
     model.fit(x[: batch_size * 4], y[: batch_size * 4], batch_size=batch_size, epochs=1, verbose=0)
 
     hand, fit = [], []
@@ -85,8 +90,10 @@ def main() -> None:
     args = ap.parse_args()
     n = 1024 if args.quick else 4096
     rounds = 3 if args.quick else 5
-    print(f"# fit overhead  torch {torch.__version__}  {platform.processor() or platform.machine()}  "
-          f"threads {torch.get_num_threads()}  native bf16: {cnnkit.train.cpu_has_native_bf16()}")
+    print(
+        f"# fit overhead  torch {torch.__version__}  {platform.processor() or platform.machine()}  "
+        f"threads {torch.get_num_threads()}  native bf16: {cnnkit.train.cpu_has_native_bf16()}"
+    )
     print(f"# {n} samples per epoch, batch {args.batch_size}, median of {rounds} rounds")
     print("| model | precision | hand-written samples/s | Model.fit samples/s | fit / hand |")
     print("| --- | --- | ---: | ---: | ---: |")

@@ -20,7 +20,7 @@ _LAZY = {
     "seed_everything": "cnnkit.train.seed",
     "summary": "cnnkit.layers.summary",
 }
-_SUBPACKAGES = ("layers", "models", "ops", "losses", "metrics", "train")
+_SUBPACKAGES = ("layers", "models", "ops", "losses", "metrics", "data", "train", "callbacks")
 
 __all__ = ["CnnkitError", "ConfigError", "ShapeError", "__version__", *_LAZY, *_SUBPACKAGES]
 

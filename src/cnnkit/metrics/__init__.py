@@ -86,3 +86,4 @@ __all__ = [
     "get_metric",
     "metric_names",
 ]
+from cnnkit.metrics.detection import detection_map  # noqa: E402

@@ -4,22 +4,34 @@ Nothing is ever unpickled. A saved folder holds ``model.safetensors`` and
 ``config.json`` (architecture + the SHA-256 of the tensor file); files are written to
 a temporary name and renamed, so a crash never leaves a half-written file, and an
 existing save is never overwritten unless asked.
+
+Training checkpoints (:func:`save_training_state`, written by ``ModelCheckpoint``) are
+saved models whose manifest also records the optimizer, scheduler and grad-scaler
+state, epoch, history, shuffle seed and RNG states; ``fit(resume_from=...)`` restores
+them (:func:`load_training_state`) and ``cnnkit.load`` reads their weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import random
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cnnkit._core.errors import CnnkitError, ConfigError
+
+log = logging.getLogger("cnnkit.train")
 
 FORMAT = "cnnkit-model"
 WEIGHTS = "model.safetensors"
@@ -39,6 +51,8 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb") as fh:  # on disk before the rename makes it visible
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -91,7 +105,13 @@ def save_model(module: nn.Module, directory: str | os.PathLike, overwrite: bool 
     return folder
 
 
-def _rebuild(arch: dict[str, Any]) -> nn.Module:
+def _rebuild(arch: dict[str, Any] | None) -> nn.Module:
+    if arch is None:
+        raise CnnkitError(
+            "This checkpoint holds weights but no architecture (the module was not built by "
+            "cnnkit.models.create or cnnkit.Sequential): rebuild the module, wrap it in "
+            "cnnkit.Model, compile it and call cnnkit.train.checkpoint.load_training_state."
+        )
     kind = arch.get("kind")
     if kind == "registry":
         from cnnkit.models import create
@@ -115,11 +135,17 @@ def _rebuild(arch: dict[str, Any]) -> nn.Module:
 def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Load a folder written by ``save``; returns a ``cnnkit.Model`` (or ``cnnkit.Sequential``).
 
+    Training checkpoints (``ModelCheckpoint``'s ``best/`` and ``last/``) load the same
+    way; given the ``ModelCheckpoint`` folder itself, the best checkpoint is loaded.
     Refuses folders with pickles, unknown formats, or tensors whose checksum differs.
     """
     folder = Path(directory)
     cfg_path = folder / CONFIG
     if not cfg_path.is_file():
+        # a ModelCheckpoint folder: its best checkpoint, else its last one
+        for sub in ("best", "last"):
+            if (folder / sub / CONFIG).is_file():
+                return load(folder / sub, device=device)
         pickles = [p.name for p in folder.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin")]
         hint = f" It holds {pickles}: cnnkit never unpickles files." if pickles else ""
         raise CnnkitError(f"{cfg_path} not found: not a saved cnnkit model.{hint}")
@@ -149,3 +175,362 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn
     from cnnkit.train.model import Model, Workflow
 
     return module if isinstance(module, Workflow) else Model(module)
+
+
+# ---------------------------------------------------------------- training checkpoints
+#
+# A training checkpoint is a saved model (``cnnkit.load`` reads it) whose config.json also
+# records what ``fit`` needs to continue. Tensor files get fresh names on every save and
+# config.json, the manifest that names them, is replaced last: a crash at any point
+# leaves the previous checkpoint intact. Tensors go to safetensors, everything else to
+# JSON (tuples, int-keyed dicts and tensors inside optimizer/scheduler state are tagged).
+
+TRAINING_KIND = "training-checkpoint"
+_PARTS = ("model", "optimizer", "rng")
+
+
+def _encode_key(key: Any, where: str) -> Any:
+    if key is None or isinstance(key, (bool, int, float, str)):
+        return key
+    raise CnnkitError(f"Cannot checkpoint {where}: key {key!r} is not a JSON value.")
+
+
+def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON-able ``obj`` with tensors moved into ``tensors`` (keys are their paths)."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": path}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, f"{path}.{k}", tensors) for k, v in obj.items()}
+        return {
+            "__items__": [
+                [_encode_key(k, path), _encode(v, f"{path}.{k}", tensors)] for k, v in obj.items()
+            ]
+        }
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise CnnkitError(
+        f"Cannot checkpoint {path} = {type(obj).__name__}: only tensors and JSON values are "
+        "saved (cnnkit never pickles)."
+    )
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor], source: Path) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors, source) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            key = obj["__tensor__"]
+            if key not in tensors:
+                raise CnnkitError(f"{source} lacks the tensor {key!r} named in its manifest.")
+            return tensors[key]
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors, source) for v in obj["__tuple__"])
+        if "__items__" in obj:
+            return {k: _decode(v, tensors, source) for k, v in obj["__items__"]}
+        return {k: _decode(v, tensors, source) for k, v in obj.items()}
+    return obj
+
+
+def _rng_state(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    tensors["torch_cpu"] = torch.get_rng_state()
+    cuda = 0
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda.{i}"] = state
+            cuda = i + 1
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "numpy": {
+            "kind": str(kind),
+            "keys": np.asarray(keys).tolist(),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        "cuda_devices": cuda,
+    }
+
+
+def _set_rng_state(info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    n = int(info.get("cuda_devices", 0))
+    if n and torch.cuda.is_available() and torch.cuda.device_count() == n:
+        torch.cuda.set_rng_state_all([tensors[f"torch_cuda.{i}"] for i in range(n)])
+    elif n:
+        log.warning("the checkpoint holds %d CUDA RNG states; not restored on this machine", n)
+    npy = info["numpy"]
+    np.random.set_state(
+        (
+            npy["kind"],
+            np.asarray(npy["keys"], dtype=np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
+    py = info["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+
+
+def _grad_scaler(workflow: Any) -> Any:
+    for attr in ("scaler", "_scaler", "grad_scaler", "_grad_scaler"):
+        obj = getattr(workflow, attr, None)
+        if isinstance(obj, torch.amp.GradScaler):
+            return obj
+    return None
+
+
+def _digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def _referenced(manifest: dict[str, Any]) -> set[str]:
+    names = {str(manifest.get("weights", ""))}
+    for entry in (manifest.get("files") or {}).values():
+        if isinstance(entry, dict):
+            names.add(str(entry.get("name", "")))
+    return {n for n in names if n and Path(n).name == n}
+
+
+def save_training_state(
+    folder: str | os.PathLike,
+    workflow: Any,
+    epoch: int,
+    history: Any = None,
+    *,
+    overwrite: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a full training checkpoint of ``workflow`` (a compiled ``cnnkit.Model`` or
+    ``Sequential``) after ``epoch`` (0-based) into ``folder``: weights, optimizer,
+    scheduler and grad-scaler state, ``history``, the shuffle seed and the RNG states.
+
+    An existing checkpoint there is replaced only with ``overwrite=True``.
+    """
+    folder = Path(folder)
+    optimizer = getattr(workflow, "optimizer", None)
+    if optimizer is None:
+        raise ConfigError(
+            "save_training_state needs a workflow whose optimizer exists (compile it and call "
+            f"fit first); received {type(workflow).__name__} without one."
+        )
+    net = workflow._net
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest_path = folder / CONFIG
+    old: dict[str, Any] = {}
+    if manifest_path.exists():
+        if not overwrite:
+            raise CnnkitError(
+                f"{manifest_path} already exists; refusing to overwrite a checkpoint. "
+                "Choose another folder or pass overwrite=True."
+            )
+        try:
+            old = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            old = {}
+    try:
+        arch = architecture_of(net)
+    except ConfigError:
+        arch = None
+        log.warning("%s cannot be described; the checkpoint holds weights only", type(net))
+    weights = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+    opt_tensors: dict[str, torch.Tensor] = {}
+    training: dict[str, Any] = {
+        "epoch": int(epoch),
+        "history": {k: [float(v) for v in vs] for k, vs in getattr(history, "history", {}).items()},
+        "history_epochs": [int(e) for e in getattr(history, "epoch", [])],
+        "shuffle_seed": getattr(workflow, "_shuffle_seed", None),
+        "optimizer": {
+            "class": type(optimizer).__name__,
+            "state": _encode(optimizer.state_dict(), "optimizer", opt_tensors),
+        },
+        "scheduler": None,
+        "grad_scaler": None,
+        "extra": dict(extra or {}),
+    }
+    scheduler = getattr(workflow, "scheduler", None)
+    if scheduler is not None:
+        training["scheduler"] = {
+            "class": type(scheduler).__name__,
+            "state": _encode(scheduler.state_dict(), "scheduler", opt_tensors),
+        }
+    scaler = _grad_scaler(workflow)
+    if scaler is not None:
+        training["grad_scaler"] = _encode(scaler.state_dict(), "grad_scaler", opt_tensors)
+    rng_tensors: dict[str, torch.Tensor] = {}
+    training["rng"] = _rng_state(rng_tensors)
+
+    tag = f"e{int(epoch):05d}-{secrets.token_hex(4)}"
+    files: dict[str, dict[str, str]] = {}
+    for part, tensors in (("model", weights), ("optimizer", opt_tensors), ("rng", rng_tensors)):
+        name = f"{part}-{tag}.safetensors"
+        _atomic_write(
+            folder / name,
+            lambda tmp, t=tensors, p=part: save_file(
+                t, tmp, metadata={"format": FORMAT, "part": p}
+            ),
+        )
+        files[part] = {"name": name, "sha256": _sha256(folder / name)}
+    body: dict[str, Any] = {
+        "format": FORMAT,
+        "version": 1,
+        "kind": TRAINING_KIND,
+        "architecture": arch,
+        "weights": files["model"]["name"],
+        "sha256": files["model"]["sha256"],
+        "files": files,
+        "training": training,
+    }
+    body["checksum"] = _digest(body)
+    _atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(body, indent=1)))
+    # the new manifest is in place: drop the files only the previous one named
+    keep = {f["name"] for f in files.values()}
+    stale = _referenced(old) | {
+        p.name for part in _PARTS for p in folder.glob(f"{part}-e*.safetensors")
+    }
+    for name in stale - keep:
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+    return folder
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG
+    if not path.is_file():
+        raise CnnkitError(f"{path} not found: {folder} holds no cnnkit checkpoint.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CnnkitError(f"{path} is damaged: not valid JSON ({err}).") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CnnkitError(f"{path} is not a cnnkit checkpoint manifest.")
+    if manifest.get("kind") != TRAINING_KIND:
+        raise CnnkitError(
+            f"{path} describes a saved model, not a training checkpoint (no optimizer state or "
+            "epoch); load it with cnnkit.load, or resume from a ModelCheckpoint folder."
+        )
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    if manifest.get("checksum") != _digest(body):
+        raise CnnkitError(f"{path} is damaged or was changed: its checksum does not match.")
+    return manifest
+
+
+def _load_part(folder: Path, manifest: dict[str, Any], part: str) -> dict[str, torch.Tensor]:
+    entry = manifest.get("files", {}).get(part)
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or Path(name).name != name:
+        raise CnnkitError(f"{folder / CONFIG} names no valid {part} file ({entry!r}).")
+    path = folder / name
+    if not path.is_file():
+        raise CnnkitError(f"{path} is missing (named by {folder / CONFIG}).")
+    digest = _sha256(path)
+    if digest != entry.get("sha256"):
+        raise CnnkitError(
+            f"{path} is damaged or was changed: its SHA-256 {digest[:12]}... differs from the "
+            f"one recorded in {CONFIG} ({str(entry.get('sha256'))[:12]}...)."
+        )
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types
+        raise CnnkitError(f"{path} cannot be read as safetensors: {err}") from None
+
+
+def load_training_state(folder: str | os.PathLike, workflow: Any) -> dict[str, Any]:
+    """Restore a checkpoint written by :func:`save_training_state` into ``workflow``
+    (compiled, optimizer created): weights, optimizer, scheduler, grad scaler, shuffle seed
+    and RNG states. Returns ``{'epoch', 'history', 'history_epochs', 'extra'}``.
+
+    Every file is checked against the SHA-256 in the manifest first; a damaged one is
+    refused with a :class:`CnnkitError` naming it.
+    """
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    tensors = {part: _load_part(folder, manifest, part) for part in _PARTS}
+    training = manifest["training"]
+    net = workflow._net
+    optimizer = getattr(workflow, "optimizer", None)
+    if optimizer is None:
+        raise ConfigError(
+            "load_training_state needs a compiled workflow whose optimizer exists; received "
+            f"{type(workflow).__name__} without one (fit(resume_from=...) creates it)."
+        )
+    weights = folder / manifest["files"]["model"]["name"]
+    try:
+        net.load_state_dict(tensors["model"], strict=True)
+    except RuntimeError as err:
+        raise CnnkitError(f"{weights} does not fit this model: {err}") from None
+    saved_opt = training["optimizer"]
+    if saved_opt["class"] != type(optimizer).__name__:
+        raise ConfigError(
+            f"{folder} was written with a {saved_opt['class']} optimizer but this model uses "
+            f"{type(optimizer).__name__}; compile with the same optimizer to resume."
+        )
+    opt_file = folder / manifest["files"]["optimizer"]["name"]
+    try:
+        optimizer.load_state_dict(_decode(saved_opt["state"], tensors["optimizer"], opt_file))
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CnnkitError(f"{opt_file} does not fit this optimizer: {err}") from None
+    saved_sched, scheduler = training.get("scheduler"), getattr(workflow, "scheduler", None)
+    if saved_sched is not None:
+        if scheduler is None or type(scheduler).__name__ != saved_sched["class"]:
+            have = type(scheduler).__name__ if scheduler is not None else "no lr_schedule"
+            raise ConfigError(
+                f"{folder} was written with a {saved_sched['class']} schedule but this model "
+                f"has {have}; compile with the same lr_schedule to resume."
+            )
+        scheduler.load_state_dict(_decode(saved_sched["state"], tensors["optimizer"], opt_file))
+    elif scheduler is not None:
+        log.warning("%s holds no schedule state; the compiled schedule starts afresh", folder)
+    scaler = _grad_scaler(workflow)
+    if scaler is not None and training.get("grad_scaler") is not None:
+        scaler.load_state_dict(_decode(training["grad_scaler"], tensors["optimizer"], opt_file))
+    _set_rng_state(training["rng"], tensors["rng"])
+    if training.get("shuffle_seed") is not None:
+        workflow._shuffle_seed = int(training["shuffle_seed"])
+    return {
+        "epoch": int(training["epoch"]),
+        "history": training.get("history", {}),
+        "history_epochs": training.get("history_epochs", []),
+        "extra": training.get("extra", {}),
+    }
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint to resume from: ``path/last`` (``ModelCheckpoint``'s), else ``path``."""
+    folder = Path(path)
+    if (folder / "last" / CONFIG).is_file():
+        return folder / "last"
+    if (folder / CONFIG).is_file():
+        return folder
+    raise CnnkitError(
+        f"resume_from={str(path)!r} holds no checkpoint: expected {folder / 'last' / CONFIG} "
+        f"(as ModelCheckpoint({str(path)!r}) writes) or {folder / CONFIG}."
+    )
+
+
+def read_checkpoint_info(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``training`` section of a checkpoint's manifest (epoch, history, extra), verified."""
+    return _read_manifest(Path(folder))["training"]
+
+
+def resume_training(workflow: Any, path: str | os.PathLike, history: Any) -> int:
+    """``fit(resume_from=path)``: restore the last checkpoint under ``path`` into
+    ``workflow`` and ``history``; returns the epoch to continue from."""
+    folder = find_checkpoint(path)
+    info = load_training_state(folder, workflow)
+    history.history = {k: list(v) for k, v in info["history"].items()}
+    history.epoch = list(info["history_epochs"])
+    log.info("resuming from %s after epoch %d", folder, info["epoch"] + 1)
+    return info["epoch"] + 1

@@ -103,6 +103,10 @@ class Loader:
     def _loader(self, batch_size: int, shuffle: bool, generator=None) -> DataLoader:
         if isinstance(self.source, DataLoader):
             return self.source
+        if shuffle and generator is not None:
+            # the order InMemory and DistributedSampler (seed + epoch) draw: randperm(n, generator)
+            order = torch.randperm(len(self.source), generator=generator).tolist()  # type: ignore[arg-type]
+            return DataLoader(self.source, batch_size=batch_size, sampler=order)
         return DataLoader(self.source, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
     def batches(self, batch_size: int, shuffle: bool, generator=None) -> Iterator[tuple]:

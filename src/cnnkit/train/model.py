@@ -23,10 +23,14 @@ from torch import nn
 from cnnkit._core.errors import CnnkitError, ConfigError, ShapeError
 from cnnkit.losses import get_loss
 from cnnkit.metrics import get_metric
+from cnnkit.train.callbacks import CallbackList
+from cnnkit.train.checkpoint import resume_training
 from cnnkit.train.data import InMemory, Loader, as_input_tensor, make_source
+from cnnkit.train.distributed import SINGLE, DistContext, build_step_modules, setup_distributed
 from cnnkit.train.heads import OutputHead, emit_logits, trace_heads
 from cnnkit.train.precision import Precision, resolve_device, resolve_precision
 from cnnkit.train.progress import ProgressBar
+from cnnkit.train.schedules import step_scheduler
 
 log = logging.getLogger("cnnkit.train")
 
@@ -85,6 +89,8 @@ class Workflow:
     """
 
     _compiled = False
+    #: rank / world size of a torchrun run (``_dist.is_main``: write files, show progress)
+    _dist: DistContext = SINGLE
 
     @property
     def _net(self) -> nn.Module:
@@ -93,6 +99,11 @@ class Workflow:
     @property
     def _step_module(self) -> nn.Module:
         return self.__dict__.get("_step_module_ref") or self._net
+
+    @property
+    def _eval_module(self) -> nn.Module:
+        ref = self.__dict__.get("_eval_module_ref")  # distributed: the module without DDP
+        return self._step_module if ref is None else ref
 
     @property
     def compiled(self) -> bool:
@@ -117,10 +128,13 @@ class Workflow:
         precision: str = "auto",
         jit_compile: bool = False,
         learning_rate: float | None = None,
+        sync_batchnorm: bool = False,
     ) -> Model:
         """Choose optimizer, loss(es), metrics, device and precision.
 
         ``loss`` may be a list (one per model output) with ``loss_weights``.
+        ``sync_batchnorm=True`` turns batch-norm layers into ``SyncBatchNorm`` when the
+        script runs under torchrun on CUDA (batch statistics over all ranks).
         """
         if loss is None:
             raise ConfigError(
@@ -136,7 +150,9 @@ class Workflow:
         self._loss_on_logits = [isinstance(s, str) and s in LOGIT_LOSSES for s in losses]
         self._loss_weights = list(loss_weights) if loss_weights is not None else [1.0] * len(losses)
         self._metric_specs = list(metrics or [])
-        self.device = resolve_device(device)
+        self._dist = setup_distributed(resolve_device(device))  # torchrun: process group
+        self.device = self._dist.device
+        self._sync_batchnorm = sync_batchnorm
         self.precision: Precision = resolve_precision(precision, self.device)
         self._net.to(self.device)
         self._optimizer_spec = optimizer
@@ -147,7 +163,7 @@ class Workflow:
         self._lr_schedule = lr_schedule
         self.scheduler = None
         self._jit = jit_compile
-        self.__dict__["_step_module_ref"] = None
+        self.__dict__["_step_module_ref"] = self.__dict__["_eval_module_ref"] = None
         self._heads: list[OutputHead] | None = None
         self._compiled = True
         log.info("compiled on %s with precision %s", self.device, self.precision.name)
@@ -175,16 +191,17 @@ class Workflow:
                     f"{len(self._loss_fns)} losses."
                 )
             self._metrics = [get_metric(m) if isinstance(m, str) else m for m in self._metric_specs]
-            if self._jit:
-                self.__dict__["_step_module_ref"] = torch.compile(self._net)
+            # torchrun: DistributedDataParallel (lazy layers are built, no optimizer yet)
+            step, ev = build_step_modules(self._net, self._dist, self._jit, self._sync_batchnorm)
+            self.__dict__["_step_module_ref"], self.__dict__["_eval_module_ref"] = step, ev
         if self.optimizer is None:
             self.optimizer = _make_optimizer(self._optimizer_spec, self._net.parameters(), self._lr)
-            if self._lr_schedule is not None:
-                self.scheduler = (
-                    self._lr_schedule(self.optimizer)
-                    if callable(self._lr_schedule)
-                    else self._lr_schedule
-                )
+        if self.scheduler is None and self._lr_schedule is not None:  # also for optimizer instances
+            self.scheduler = (
+                self._lr_schedule(self.optimizer)
+                if callable(self._lr_schedule)
+                else self._lr_schedule
+            )
 
     # ----------------------------------------------------------------- one step
 
@@ -213,6 +230,7 @@ class Workflow:
             m.update(activated[0].detach(), target)
 
     def _metric_logs(self, prefix: str = "") -> dict[str, float]:
+        self._dist.sync_metrics(self._metrics)
         logs = {}
         for m in self._metrics:
             value = m.compute()
@@ -236,8 +254,18 @@ class Workflow:
         callbacks: Sequence[Any] | None = None,
         verbose: int = 1,
         initial_epoch: int = 0,
+        resume_from: str | None = None,
     ) -> History:
-        """Train for ``epochs`` epochs; returns a :class:`History`."""
+        """Train for ``epochs`` epochs; returns a :class:`History`.
+
+        Shuffling uses a generator seeded from the global torch RNG at the start of
+        ``fit`` plus the epoch number, so every process of a distributed run (seeded
+        alike) draws the same order, and a resumed run the same as an uninterrupted one.
+
+        ``callbacks`` are ``cnnkit.callbacks`` (or any object with Keras' hooks);
+        ``resume_from=dirpath`` continues from ``ModelCheckpoint(dirpath)``'s last
+        checkpoint (weights, optimizer, schedule, history, shuffle seed, RNG states).
+        """
         self._require_compiled()
         if not 0.0 <= validation_split < 1.0:
             raise ConfigError(f"validation_split must be in [0, 1); received {validation_split}.")
@@ -251,22 +279,31 @@ class Workflow:
             val = make_source(validation_data, what="validation_data")
         first_x = next(iter(train.batches(2, False)))[0]
         self._prepare(first_x)
+        train = self._dist.shard(train)  # torchrun: this rank's share of every epoch
         history = History()
-        callbacks = list(callbacks or [])
-        for cb in callbacks:
-            if hasattr(cb, "set_model"):
-                cb.set_model(self)
+        self.history = history  # ModelCheckpoint saves it as it grows
+        callbacks = CallbackList(callbacks, model=self)
         module = self._step_module
         self.stop_training = False
+        self._shuffle_seed = int(torch.randint(0, 2**62, (1,)).item())
+        self._resume_from = resume_from
+        callbacks.on_train_begin()
+        if resume_from is not None:  # weights, optimizer, schedule, history, seed, RNG
+            initial_epoch = resume_training(self, resume_from, history)
         for epoch in range(initial_epoch, epochs):
+            callbacks.on_epoch_begin(epoch)
+            order_gen = torch.Generator().manual_seed(self._shuffle_seed + epoch)
             self._net.train()
             for m in self._metrics:
                 m.reset()
             total_loss = torch.zeros((), device=self.device)
             seen = 0
-            bar = ProgressBar(train.num_batches(batch_size), epoch + 1, epochs, verbose)
+            shown = verbose if self._dist.is_main else 0  # torchrun: rank 0 only
+            bar = ProgressBar(train.num_batches(batch_size), epoch + 1, epochs, shown)
             with emit_logits(self._heads):
-                for step, (xb, yb) in enumerate(train.batches(batch_size, shuffle), start=1):
+                for step, (xb, yb) in enumerate(
+                    train.batches(batch_size, shuffle, order_gen), start=1
+                ):
                     xb = xb.to(self.device, non_blocking=True)
                     yb = _to_device(yb, self.device)
                     with self.precision.autocast():
@@ -280,7 +317,8 @@ class Workflow:
                     seen += n
                     self._update_metrics(activated, yb)
                     bar.update(step, n, lambda t=total_loss, s=seen: {"loss": (t / s).item()})
-            train_loss = (total_loss / seen).item()
+                    callbacks.on_train_batch_end(step)
+            train_loss = self._dist.mean(total_loss, seen)  # over all ranks
             if not math.isfinite(train_loss):
                 raise CnnkitError(
                     f"The loss became {train_loss} in epoch {epoch + 1}; lower the learning rate "
@@ -291,14 +329,13 @@ class Workflow:
                 val_logs = self.evaluate(_source=val, batch_size=batch_size, verbose=0)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
             if self.scheduler is not None:
-                self.scheduler.step()
+                step_scheduler(self.scheduler, logs)  # plateau schedules read logs
             bar.finish(logs)
             history.append(epoch, logs)
-            for cb in callbacks:
-                if hasattr(cb, "on_epoch_end"):
-                    cb.on_epoch_end(epoch, logs)
+            callbacks.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
+        callbacks.on_train_end()
         self.history = history
         return history
 
@@ -318,6 +355,7 @@ class Workflow:
         src = _source if _source is not None else make_source(x, y)
         if self._heads is None:
             self._prepare(next(iter(src.batches(2, False)))[0])
+        src = self._dist.shard(src, pad=False)  # torchrun: each sample on one rank
         self._net.eval()
         for m in self._metrics:
             m.reset()
@@ -327,13 +365,13 @@ class Workflow:
                 xb = xb.to(self.device)
                 yb = _to_device(yb, self.device)
                 with self.precision.autocast():
-                    out = self._step_module(xb)
+                    out = self._eval_module(xb)
                 loss, activated = self._loss(out, yb)
                 total += loss * len(xb)
                 seen += len(xb)
                 self._update_metrics(activated, yb)
-        logs = {"loss": (total / seen).item(), **self._metric_logs()}
-        if verbose:
+        logs = {"loss": self._dist.mean(total, seen), **self._metric_logs()}
+        if verbose and self._dist.is_main:
             log.info(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return logs
 

@@ -1,0 +1,336 @@
+"""Fetching dataset files: where they live, resumable downloads, checksums, safe extraction.
+
+- Root folder: ``$CNNKIT_DATA`` if set, else ``~/.cache/cnnkit`` (:func:`default_root`).
+- A file is used only after its md5/sha256 matches the known value; a partial download
+  sits in ``<name>.part`` and is resumed with an HTTP ``Range`` request; a corrupt file is
+  never used silently (a user's copy that fails the check is reported, or, with
+  ``download=True``, moved to ``<name>.corrupt`` and fetched again).
+- Offline, or on a checksum mismatch, the :class:`CnnkitError` lists every expected file
+  with its checksum, its URLs and the folder to put it in.
+- Archives are checked member by member before anything is written (:func:`extract_archive`):
+  absolute paths, ``..`` components, links leaving the target folder, device files and
+  oversize members are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import stat
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from cnnkit._core.errors import CnnkitError
+
+ENV_VAR = "CNNKIT_DATA"
+CHUNK = 1 << 20
+
+
+def default_root() -> Path:
+    """``$CNNKIT_DATA`` when set, else ``~/.cache/cnnkit``: the folder datasets live under."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "cnnkit"
+
+
+def dataset_folder(root: str | os.PathLike | None, name: str, markers: Sequence[str] = ()) -> Path:
+    """The folder of dataset ``name``.
+
+    ``root=None`` gives ``default_root()/name``. A given ``root`` is the dataset's own
+    folder, unless none of ``markers`` (file or folder names the dataset holds) is in it
+    and ``root/name`` holds one: then ``root`` is taken as the parent of all datasets.
+    Downloads go to the folder returned.
+    """
+    if root is None:
+        return default_root() / name
+    root = Path(root).expanduser()
+    if markers and not any((root / m).exists() for m in markers):
+        if any((root / name / m).exists() for m in markers):
+            return root / name
+    return root
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file of a dataset with its known checksum and the URLs it can be fetched from."""
+
+    name: str
+    urls: tuple[str, ...]
+    md5: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+
+    def checksum_text(self) -> str:
+        if self.sha256:
+            return f"sha256 {self.sha256}"
+        return f"md5 {self.md5}" if self.md5 else "no known checksum"
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksum_problem(path: str | os.PathLike, remote: RemoteFile) -> str | None:
+    """``None`` if ``path`` matches ``remote``'s size and checksums, else what is wrong."""
+    size = os.path.getsize(path)
+    if remote.size is not None and size != remote.size:
+        return f"has {size} bytes, expected {remote.size} (truncated or corrupt)"
+    for algorithm, expected in (("sha256", remote.sha256), ("md5", remote.md5)):
+        if expected:
+            got = file_digest(path, algorithm)
+            if got.lower() != expected.lower():
+                return f"has {algorithm} {got}, expected {expected} (corrupt or a different file)"
+    return None
+
+
+def _listing(
+    dataset: str, folder: Path, files: Sequence[RemoteFile], status: dict[str, str]
+) -> str:
+    lines = [f"{dataset}: the files below are needed in {folder}"]
+    for f in files:
+        lines.append(f"  {f.name}: {status.get(f.name, 'ok')}")
+        lines.append(f"      {f.checksum_text()}" + (f", {f.size} bytes" if f.size else ""))
+        lines.extend(f"      from {url}" for url in f.urls)
+    lines.append(
+        f"Put them into {folder} (or set {ENV_VAR} to a folder holding '{folder.name}/'), "
+        "or pass download=True to fetch them."
+    )
+    return "\n".join(lines)
+
+
+def ensure_files(
+    files: Sequence[RemoteFile],
+    folder: str | os.PathLike,
+    *,
+    dataset: str,
+    download: bool = False,
+    verify: bool = True,
+    timeout: float = 60.0,
+) -> dict[str, Path]:
+    """Paths of ``files`` in ``folder``, each checked against its checksum.
+
+    Missing files are downloaded when ``download`` is true; otherwise, or when a download
+    fails, a :class:`CnnkitError` lists what is needed, from where, and where it goes.
+    A present file that fails its checksum is never used: it is reported, or with
+    ``download=True`` moved to ``<name>.corrupt`` and fetched again.
+    """
+    folder = Path(folder)
+    status: dict[str, str] = {}
+    paths: dict[str, Path] = {}
+    for f in files:
+        path = folder / f.name
+        if path.is_file():
+            problem = checksum_problem(path, f) if verify else None
+            if problem is None:
+                paths[f.name] = path
+                continue
+            if not download:
+                status[f.name] = f"present but {problem}"
+                continue
+            os.replace(path, path.with_name(path.name + ".corrupt"))
+        if not download:
+            status[f.name] = "missing"
+            continue
+        try:
+            paths[f.name] = download_file(f, folder, timeout=timeout)
+        except CnnkitError as err:
+            status[f.name] = f"download failed: {err}"
+    if status:
+        raise CnnkitError(_listing(dataset, folder, files, status))
+    return paths
+
+
+def _fetch(url: str, part: Path, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part`` (resuming with a Range request)."""
+    start = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "cnnkit-data"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and start:  # the range starts at the end: already complete
+            return
+        raise
+    with response:
+        resumed = start and getattr(response, "status", None) == 206
+        if resumed:
+            content_range = response.headers.get("Content-Range", "")
+            if not content_range.startswith(f"bytes {start}-"):
+                resumed = False
+        # a server that ignores Range sends the whole file: start over
+        length = response.headers.get("Content-Length")
+        received = 0
+        with open(part, "ab" if resumed else "wb") as out:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                received += len(chunk)
+        if length is not None and received < int(length):
+            # a short read is not an error to urllib: keep the partial file for a resume
+            raise ConnectionError(f"connection closed after {received} of {length} bytes")
+
+
+def download_file(remote: RemoteFile, folder: str | os.PathLike, *, timeout: float = 60.0) -> Path:
+    """Download ``remote`` into ``folder``, resuming ``<name>.part``; verify; return its path.
+
+    Each URL is tried in turn. A resumed file that fails its checksum is fetched once more
+    from scratch; a fresh one that fails is deleted and the next URL tried. Raises
+    :class:`CnnkitError` naming every URL and what went wrong.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / remote.name
+    part = dest.with_name(dest.name + ".part")
+    errors = []
+    for url in remote.urls:
+        for attempt in range(2):
+            resumed = part.exists() and part.stat().st_size > 0
+            try:
+                _fetch(url, part, timeout)
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+                errors.append(f"{url}: {err}")
+                break  # keep the partial file for a later resume
+            problem = checksum_problem(part, remote)
+            if problem is None:
+                os.replace(part, dest)
+                return dest
+            part.unlink()
+            errors.append(f"{url}: the downloaded file {problem}")
+            if not resumed or attempt:
+                break
+    raise CnnkitError(f"could not download {remote.name}: " + "; ".join(errors))
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def _safe_target(dest: Path, name: str, archive: Path) -> Path:
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or (pure.parts and ":" in pure.parts[0]):
+        raise CnnkitError(f"{archive}: member {name!r} has an absolute path; refusing to extract.")
+    if ".." in pure.parts:
+        raise CnnkitError(f"{archive}: member {name!r} contains '..'; refusing to extract.")
+    target = (dest / Path(*pure.parts)) if pure.parts else dest
+    if not target.resolve().is_relative_to(dest.resolve()):
+        raise CnnkitError(f"{archive}: member {name!r} leaves {dest}; refusing to extract.")
+    return target
+
+
+def _check_tar(tar: tarfile.TarFile, dest: Path, archive: Path, max_member: int, max_total: int):
+    total = 0
+    members = tar.getmembers()
+    for m in members:
+        target = _safe_target(dest, m.name, archive)
+        if m.issym() or m.islnk():
+            link = PurePosixPath(m.linkname.replace("\\", "/"))
+            if link.is_absolute():
+                raise CnnkitError(
+                    f"{archive}: link {m.name!r} points to the absolute path {m.linkname!r}; "
+                    "refusing to extract."
+                )
+            base = target.parent if m.issym() else dest
+            resolved = (base / Path(*link.parts)).resolve() if link.parts else base.resolve()
+            if not resolved.is_relative_to(dest.resolve()):
+                raise CnnkitError(
+                    f"{archive}: link {m.name!r} -> {m.linkname!r} points outside {dest}; "
+                    "refusing to extract."
+                )
+        elif not (m.isfile() or m.isdir()):
+            raise CnnkitError(
+                f"{archive}: member {m.name!r} is a device, fifo or other special file; "
+                "refusing to extract."
+            )
+        if m.size > max_member:
+            raise CnnkitError(
+                f"{archive}: member {m.name!r} is {m.size} bytes, over the limit of "
+                f"{max_member} (max_member_bytes); refusing to extract."
+            )
+        total += m.size
+        if total > max_total:
+            raise CnnkitError(
+                f"{archive}: members add up to more than {max_total} bytes (max_total_bytes); "
+                "refusing to extract."
+            )
+    return members
+
+
+def _check_zip(zf: zipfile.ZipFile, dest: Path, archive: Path, max_member: int, max_total: int):
+    total = 0
+    for info in zf.infolist():
+        _safe_target(dest, info.filename, archive)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise CnnkitError(f"{archive}: member {info.filename!r} is a link; refusing.")
+        if info.file_size > max_member:
+            raise CnnkitError(
+                f"{archive}: member {info.filename!r} is {info.file_size} bytes, over the limit "
+                f"of {max_member} (max_member_bytes); refusing to extract."
+            )
+        total += info.file_size
+        if total > max_total:
+            raise CnnkitError(
+                f"{archive}: members add up to more than {max_total} bytes (max_total_bytes); "
+                "refusing to extract."
+            )
+
+
+def extract_archive(
+    archive: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    max_member_bytes: int = 8 << 30,
+    max_total_bytes: int = 32 << 30,
+) -> Path:
+    """Extract a tar (plain, gz, bz2, xz) or zip ``archive`` into ``dest`` safely.
+
+    Every member is checked before anything is written: absolute paths, ``..``, links
+    whose target leaves ``dest``, special files and members over ``max_member_bytes`` (or
+    a total over ``max_total_bytes``) raise :class:`CnnkitError` naming the member. The
+    archive is extracted into a temporary folder inside ``dest`` and moved into place
+    only once complete, so an interrupted extraction leaves nothing half-written.
+    """
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = dest / f".extracting-{archive.name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                _check_zip(zf, staging, archive, max_member_bytes, max_total_bytes)
+                zf.extractall(staging)
+        else:
+            try:
+                tar = tarfile.open(archive)
+            except (tarfile.TarError, OSError, EOFError) as err:
+                raise CnnkitError(f"{archive}: not a readable tar or zip archive ({err}).") from err
+            with tar:
+                members = _check_tar(tar, staging, archive, max_member_bytes, max_total_bytes)
+                try:
+                    if hasattr(tarfile, "data_filter"):
+                        tar.extractall(staging, members=members, filter="data")
+                    else:  # pragma: no cover - Python < 3.10.12; members were checked above
+                        tar.extractall(staging, members=members)
+                except (tarfile.TarError, OSError, EOFError) as err:
+                    raise CnnkitError(f"{archive}: truncated or corrupt archive ({err}).") from err
+        for entry in staging.iterdir():
+            target = dest / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest

@@ -1,0 +1,70 @@
+"""The IDX file format of MNIST and Fashion-MNIST, gzipped or not.
+
+Format (LeCun et al., http://yann.lecun.com/exdb/mnist/): two zero bytes, a type byte
+(0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64), the number
+of dimensions, then each dimension as a big-endian uint32, then the data in C order,
+big-endian. A file whose data does not fill its dimensions exactly is refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from cnnkit._core.errors import CnnkitError
+
+_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head != _GZIP_MAGIC:
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, OSError, zlib.error) as err:
+        raise CnnkitError(
+            f"{path}: the gzip stream is truncated or corrupt ({err}); delete the file and "
+            "fetch it again (download=True)."
+        ) from err
+
+
+def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """An IDX payload (uncompressed bytes) -> a native-endian array of its shape."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise CnnkitError(
+            f"{source}: not an IDX file (the first two bytes are {data[:2]!r}, expected b'\\x00\\x00')."
+        )
+    code, ndim = data[2], data[3]
+    if code not in _TYPES:
+        raise CnnkitError(
+            f"{source}: unknown IDX type byte 0x{code:02x}; expected one of "
+            + ", ".join(f"0x{c:02x}" for c in _TYPES)
+            + "."
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise CnnkitError(f"{source}: truncated IDX header ({len(data)} bytes).")
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    dtype = np.dtype(_TYPES[code])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise CnnkitError(
+            f"{source}: the header announces shape {dims} ({expected} bytes of data) but the "
+            f"file holds {len(data) - header}: truncated or corrupt."
+        )
+    arr = np.frombuffer(data, dtype, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=False) if dtype.itemsize > 1 else arr
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (``.gz`` or raw, detected by content) into a NumPy array."""
+    path = Path(path)
+    return parse_idx(_read_bytes(path), str(path))

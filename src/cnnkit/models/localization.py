@@ -1,0 +1,192 @@
+"""Classification + localisation: one backbone, global average pooling, two heads.
+
+Seed 001 ("Classification and Localization"): "localizing an object in a picture can
+be expressed as a regression task ... we need to add a second dense output layer with
+four units"; its Keras code puts ``GlobalAveragePooling2D`` on a backbone's output and
+two ``Dense`` layers on the pooled features, a softmax class head and a 4-unit box
+head, trained with ``loss=['sparse_categorical_crossentropy', 'mse']`` and
+``loss_weights=[0.8, 0.2]``. Here the box head has a sigmoid, so boxes come out as
+``(x1, y1, x2, y2)`` normalised to [0, 1] by the image width and height.
+
+    model = cnnkit.Model(create("localizer", num_classes=10, in_channels=1))
+    model.compile(optimizer="adam", loss=["sparse_categorical_crossentropy", "mse"],
+                  loss_weights=[0.8, 0.2], metrics=["accuracy"])
+    model.fit(images, (labels, boxes))
+
+Backbones: the name of a registered classifier (default ``'gap_cnn'``: its feature
+stages, without its own pooling and head), ``'small'`` (three stages of two 3x3
+convolutions with ReLU, the first two followed by 2x2 pooling, 32-64-128 maps, optional
+batch normalisation; for 28x28 to 64x64 inputs on CPU), or an ``nn.Module`` mapping
+``(N, C, H, W)`` images to ``(N, F, h, w)`` feature maps.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from cnnkit._core.errors import ConfigError, ShapeError
+from cnnkit.layers import (
+    Activation,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    GlobalAveragePooling2D,
+    MaxPooling2D,
+)
+from cnnkit.models.base import ImageClassifier
+from cnnkit.models.decks import DeckClassifier
+from cnnkit.models.registry import MODELS, create, register_model
+
+__all__ = ["Localizer", "localizer", "small_backbone"]
+
+
+def small_backbone(
+    in_channels: int = 1, base_filters: int = 32, batch_norm: bool = False
+) -> nn.Sequential:
+    """Three stages of two 3x3 'same' convolutions with ReLU (batch normalisation before
+    it if asked), the first two stages followed by 2x2 max-pooling (``b, 2b, 4b`` maps).
+    ``(N, C, H, W)`` -> ``(N, 4b, H / 4, W / 4)``."""
+    layers: list[nn.Module] = []
+    c = in_channels
+    for stage, m in enumerate((1, 2, 4)):
+        for _ in range(2):
+            f = base_filters * m
+            if batch_norm:
+                bn = BatchNormalization(momentum=0.9)  # short runs: PyTorch's pace
+                bn.build((None, f, None, None))
+                layers += [Conv2D(f, 3, padding="same", use_bias=False, in_channels=c), bn,
+                           Activation("relu")]  # fmt: skip
+            else:
+                layers.append(Conv2D(f, 3, padding="same", activation="relu", in_channels=c))
+            c = f
+        if stage < 2:
+            layers.append(MaxPooling2D(2))
+    return nn.Sequential(*layers)
+
+
+def _feature_channels(backbone: nn.Module, in_channels: int, input_size: int) -> int:
+    """Maps produced by ``backbone`` for one ``input_size`` image (one dry run)."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            param = next(backbone.parameters(), None)
+            device = param.device if param is not None else None
+            out = backbone(torch.zeros(1, in_channels, input_size, input_size, device=device))
+    finally:
+        backbone.train(was_training)
+    if out.dim() != 4:
+        raise ShapeError(
+            f"The localizer's backbone must return feature maps (N, F, h, w); it returned "
+            f"shape {tuple(out.shape)}."
+        )
+    return int(out.shape[1])
+
+
+class _Features(nn.Module):
+    """A registered classifier's ``forward_features`` as a module (its head unused)."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.forward_features(x)
+
+
+def _registered_backbone(name: str, in_channels: int, input_size: int, kwargs: dict):
+    """The feature part of a registered classifier (its ``forward_features``)."""
+    builder = MODELS.get(name)
+    kwargs = dict(kwargs)
+    params = inspect.signature(builder).parameters
+    kwargs.setdefault("in_channels", in_channels)
+    if "input_size" in params:
+        kwargs.setdefault("input_size", input_size)
+    classifier = create(name, **kwargs)
+    if not hasattr(classifier, "forward_features"):
+        raise ConfigError(
+            f"localizer backbone {name!r} has no forward_features; use a registered "
+            "classifier (ImageClassifier or DeckClassifier), 'small', or an nn.Module."
+        )
+    if isinstance(classifier, DeckClassifier):  # keep the stages, drop GAP + Dense
+        return nn.Sequential(*classifier._feature_layers())
+    if isinstance(classifier, ImageClassifier):
+        return classifier.features
+    return _Features(classifier)
+
+
+class Localizer(nn.Module):
+    """Backbone -> global average pooling -> (softmax class head, sigmoid box head).
+
+    Args:
+        backbone: maps ``(N, C, H, W)`` to feature maps ``(N, F, h, w)``.
+        feature_channels: ``F``.
+        num_classes: classes of the class head.
+
+    Shapes: ``x (Tensor[N, C, H, W])`` -> ``(class_probs (Tensor[N, num_classes]),
+    boxes (Tensor[N, 4]))``, boxes as normalised ``(x1, y1, x2, y2)``. The heads are
+    cnnkit ``Dense`` layers whose activation ``cnnkit.Model`` switches off to compute
+    the cross-entropy from logits.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pool = GlobalAveragePooling2D()
+        self.classifier = Dense(num_classes, activation="softmax", in_features=feature_channels)
+        self.box = Dense(4, activation="sigmoid", in_features=feature_channels)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (Tensor[N, C, H, W])`` -> ``(class_probs (N, K), boxes (N, 4))``."""
+        features = self.pool(self.backbone(x))
+        return self.classifier(features), self.box(features)
+
+
+@register_model("localizer")
+def localizer(
+    backbone: str | nn.Module = "gap_cnn",
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: int = 28,
+    backbone_kwargs: dict | None = None,
+) -> Localizer:
+    """Seed 001's classification + localisation network: a shared backbone, global
+    average pooling, a softmax ``Dense(num_classes)`` and a sigmoid ``Dense(4)`` box head;
+    returns ``(class_probs, boxes)``.
+
+    Args:
+        backbone: a registered classifier's name (its feature stages; default
+            ``'gap_cnn'``, the decks' all-convolutional CAM net), ``'small'`` (see
+            :func:`small_backbone`), or a module returning ``(N, F, h, w)`` maps.
+        num_classes, in_channels: classes and image channels.
+        input_size: image side, used once to find ``F`` (28 for localisation MNIST).
+        backbone_kwargs: extra arguments of the backbone's builder, e.g.
+            ``{'filters': (16, 32, 64, 64)}`` for ``'gap_cnn'`` or ``{'base_filters': 8}``
+            for ``'small'``.
+
+    Input ``(N, 1, 28, 28)`` by default (localisation MNIST); any size the backbone takes.
+    """
+    for name, v in (("num_classes", num_classes), ("in_channels", in_channels),
+                    ("input_size", input_size)):  # fmt: skip
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"localizer expects {name} a positive int; received {v!r}.")
+    kwargs = dict(backbone_kwargs or {})
+    if isinstance(backbone, nn.Module):
+        if kwargs:
+            raise ConfigError("localizer: backbone_kwargs apply to named backbones only.")
+        net = backbone
+    elif backbone == "small":
+        net = small_backbone(in_channels, **kwargs)
+    elif isinstance(backbone, str):
+        net = _registered_backbone(backbone, in_channels, input_size, kwargs)
+    else:
+        raise ConfigError(
+            f"localizer backbone must be 'small', a registered model name or an nn.Module; "
+            f"received {backbone!r}."
+        )
+    model = Localizer(net, _feature_channels(net, in_channels, input_size), num_classes)
+    model.default_input_shape = (in_channels, input_size, input_size)
+    return model

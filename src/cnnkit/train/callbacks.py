@@ -1,0 +1,462 @@
+"""Keras-style callbacks for ``fit``: ``cnnkit.callbacks``.
+
+    model.fit(x, y, epochs=20, validation_split=0.2, callbacks=[
+        EarlyStopping(patience=3, restore_best_weights=True),
+        ModelCheckpoint("runs/mnist"),          # runs/mnist/last/ and runs/mnist/best/
+        CSVLogger("runs/mnist/log.csv"),
+    ])
+    model.fit(..., resume_from="runs/mnist")    # continues from runs/mnist/last/
+
+Hooks: ``set_model``, ``on_train_begin/end(logs)``, ``on_epoch_begin/end(epoch, logs)``
+and ``on_train_batch_end(step)``. Batch hooks get no logs, so they never make the
+training loop wait for the device. Epochs are 0-based, as in Keras.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnkit._core.errors import CnnkitError, ConfigError
+from cnnkit.train.checkpoint import (
+    CONFIG,
+    find_checkpoint,
+    read_checkpoint_info,
+    save_training_state,
+)
+from cnnkit.train.schedules import (
+    Schedule,
+    cosine,
+    current_lr,
+    reduce_on_plateau,
+    resolve_mode,
+    step_decay,
+)
+
+log = logging.getLogger("cnnkit.train")
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "CallbackList",
+    "EarlyStopping",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "Schedule",
+    "TensorBoard",
+    "cosine",
+    "reduce_on_plateau",
+    "step_decay",
+]
+
+
+def _is_main_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class Callback:
+    """Base class: override the hooks you need. ``self.model`` is the workflow being fit."""
+
+    model: Any = None
+
+    def set_model(self, model: Any) -> None:
+        self.model = model
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        pass
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        pass
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        pass
+
+    def on_train_batch_end(self, step: int) -> None:
+        pass
+
+
+def _overrides(cb: Any, hook: str) -> bool:
+    """Whether ``cb`` does something in ``hook`` (duck-typed callbacks count if they have it)."""
+    method = getattr(type(cb), hook, None)
+    if method is None:
+        return False
+    return not isinstance(cb, Callback) or method is not getattr(Callback, hook)
+
+
+class CallbackList:
+    """Calls every callback's hook in order. Callbacks need not subclass :class:`Callback`;
+    missing hooks are skipped, and only callbacks that implement the batch hook are
+    called per batch."""
+
+    def __init__(self, callbacks: Iterable[Any] | None = None, model: Any = None) -> None:
+        self.callbacks = list(callbacks or [])
+        for cb in self.callbacks:
+            if isinstance(cb, CallbackList):
+                raise ConfigError("Pass callbacks as a flat list; received a nested CallbackList.")
+        self._batch = [cb for cb in self.callbacks if _overrides(cb, "on_train_batch_end")]
+        self.last_logs: dict[str, float] = {}
+        if model is not None:
+            self.set_model(model)
+
+    def __iter__(self):
+        return iter(self.callbacks)
+
+    def __len__(self) -> int:
+        return len(self.callbacks)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(*args)
+
+    def set_model(self, model: Any) -> None:
+        self._call("set_model", model)
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self._call("on_train_begin", logs if logs is not None else {})
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        self._call("on_train_end", logs if logs is not None else dict(self.last_logs))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._call("on_epoch_begin", epoch, logs if logs is not None else {})
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs if logs is not None else {}
+        self._call("on_epoch_end", epoch, logs)
+        self.last_logs = logs
+
+    def on_train_batch_end(self, step: int) -> None:
+        for cb in self._batch:
+            cb.on_train_batch_end(step)
+
+
+class _Monitor:
+    """Improvement test shared by EarlyStopping and ModelCheckpoint (Keras semantics:
+    better by more than ``min_delta``)."""
+
+    def __init__(self, owner: str, monitor: str, mode: str, min_delta: float = 0.0) -> None:
+        if not isinstance(monitor, str) or not monitor:
+            raise ConfigError(f"{owner} monitor must be a log name; received {monitor!r}.")
+        if not isinstance(min_delta, int | float) or not math.isfinite(min_delta):
+            raise ConfigError(f"{owner} min_delta must be a number; received {min_delta!r}.")
+        resolve_mode(monitor, mode)  # validates the choice early
+        self.owner, self.monitor, self.mode, self.min_delta = owner, monitor, mode, abs(min_delta)
+        self.direction = "min"
+        self._warned = False
+
+    def resolve(self, model: Any) -> None:
+        self.direction = resolve_mode(self.monitor, self.mode, model)
+
+    def value(self, logs: dict[str, float] | None) -> float | None:
+        value = (logs or {}).get(self.monitor)
+        if value is None and not self._warned:
+            self._warned = True
+            log.warning(
+                "%s monitors %r, which is not among the logs %s",
+                self.owner,
+                self.monitor,
+                sorted(logs or {}),
+            )
+        return value
+
+    def improved(self, value: float, reference: float | None) -> bool:
+        if reference is None:
+            return True
+        if self.direction == "min":
+            return value + self.min_delta < reference
+        return value - self.min_delta > reference
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs (Keras' semantics, including ``baseline`` and ``restore_best_weights``: the
+    weights of the best epoch are put back when training ends)."""
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = 0.0,
+        patience: int = 0,
+        mode: str = "auto",
+        restore_best_weights: bool = False,
+        baseline: float | None = None,
+    ) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ConfigError(f"EarlyStopping patience must be an int >= 0; received {patience!r}.")
+        self._monitor = _Monitor("EarlyStopping", monitor, mode, min_delta)
+        self.monitor = monitor
+        self.patience = patience
+        self.baseline = baseline
+        self.restore_best_weights = restore_best_weights
+
+    def on_train_begin(self, logs=None) -> None:
+        self._monitor.resolve(self.model)
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        current = self._monitor.value(logs)
+        if current is None:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = _snapshot(self.model._net)
+        self.wait += 1
+        if self._monitor.improved(current, self.best):
+            self.best, self.best_epoch = current, epoch
+            if self.restore_best_weights:
+                self.best_weights = _snapshot(self.model._net)
+            if self.baseline is None or self._monitor.improved(current, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            log.info(
+                "early stopping after epoch %d (best: epoch %d)", epoch + 1, self.best_epoch + 1
+            )
+
+    def on_train_end(self, logs=None) -> None:
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model._net.load_state_dict(self.best_weights)
+
+
+class ModelCheckpoint(Callback):
+    """Write full training checkpoints into ``dirpath``: ``dirpath/last/`` after every
+    epoch and ``dirpath/best/`` whenever ``monitor`` improves. ``cnnkit.load(dirpath)``
+    loads the best; ``fit(resume_from=dirpath)`` continues from the last.
+
+    A folder holding checkpoints of an earlier run is not overwritten unless this fit
+    resumes from it or ``overwrite=True``. Only rank 0 writes in distributed runs.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | os.PathLike,
+        monitor: str = "val_loss",
+        mode: str = "auto",
+        save_best: bool = True,
+        save_last: bool = True,
+        overwrite: bool = False,
+    ) -> None:
+        if not save_best and not save_last:
+            raise ConfigError(
+                "ModelCheckpoint with save_best=False and save_last=False saves nothing."
+            )
+        self.dirpath = Path(dirpath)
+        self.monitor = monitor
+        self._monitor = _Monitor("ModelCheckpoint", monitor, mode)
+        self.save_best, self.save_last, self.overwrite = save_best, save_last, overwrite
+        self.best: float | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / "last"
+
+    @property
+    def best_path(self) -> Path:
+        return self.dirpath / "best"
+
+    def _resuming_here(self) -> bool:
+        source = getattr(self.model, "_resume_from", None)
+        if source is None:
+            return False
+        try:
+            return find_checkpoint(source).resolve().parent == self.dirpath.resolve()
+        except CnnkitError:
+            return False
+
+    def on_train_begin(self, logs=None) -> None:
+        self._monitor.resolve(self.model)
+        self.best = None
+        existing = [p for p in (self.last_path, self.best_path) if (p / CONFIG).exists()]
+        if not existing:
+            return
+        if self._resuming_here():
+            if (self.best_path / CONFIG).exists():
+                extra = read_checkpoint_info(self.best_path).get("extra", {})
+                if extra.get("monitor") == self.monitor:
+                    self.best = extra.get("value")
+            return
+        if not self.overwrite:
+            raise CnnkitError(
+                f"{', '.join(str(p) for p in existing)} already hold(s) checkpoints of an earlier "
+                f"run; pass fit(resume_from={str(self.dirpath)!r}) to continue it, "
+                "ModelCheckpoint(..., overwrite=True) to replace them, or another folder."
+            )
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if not _is_main_process():
+            return
+        logs = logs or {}
+        history = getattr(self.model, "history", None)
+        current = logs.get(self.monitor)
+        extra = {"monitor": self.monitor, "value": current}
+        if self.save_last:
+            save_training_state(
+                self.last_path, self.model, epoch, history, overwrite=True, extra=extra
+            )
+        if not self.save_best:
+            return
+        current = self._monitor.value(logs)
+        if current is not None and self._monitor.improved(current, self.best):
+            self.best = current
+            save_training_state(
+                self.best_path, self.model, epoch, history, overwrite=True, extra=extra
+            )
+
+
+class CSVLogger(Callback):
+    """One CSV row per epoch: ``epoch`` then the log names in sorted order (Keras' layout).
+    ``append=True`` continues an existing file (e.g. after ``resume_from``)."""
+
+    def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False):
+        self.filename = Path(filename)
+        self.separator = separator
+        self.append = append
+        self.keys: list[str] | None = None
+        self._file = None
+        self._writer = None
+
+    def on_train_begin(self, logs=None) -> None:
+        if not _is_main_process():
+            return
+        self.keys = None
+        exists = self.filename.is_file() and self.filename.stat().st_size > 0
+        if self.append and exists:
+            with open(self.filename, newline="") as fh:
+                header = next(csv.reader(fh, delimiter=self.separator), None)
+            self.keys = header[1:] if header else None
+        self.filename.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115
+        self._writer = csv.writer(self._file, delimiter=self.separator)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if self._writer is None:
+            return
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+            self._writer.writerow(["epoch", *self.keys])
+        self._writer.writerow([epoch, *(_csv_value(logs.get(k)) for k in self.keys)])
+        self._file.flush()
+
+    def on_train_end(self, logs=None) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = self._writer = None
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return "NA"
+    return repr(float(value)) if isinstance(value, float | int) else str(value)
+
+
+class TensorBoard(Callback):
+    """Per-epoch scalars for TensorBoard, laid out as Keras does: ``log_dir/train`` and
+    ``log_dir/validation`` with tags ``epoch_loss``, ``epoch_accuracy``, ...; the learning
+    rate as ``epoch_learning_rate``. Needs ``pip install tensorboard``."""
+
+    def __init__(self, log_dir: str | os.PathLike = "logs") -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError(
+                f"TensorBoard(log_dir={str(log_dir)!r}) needs the tensorboard package: "
+                "pip install tensorboard (or pip install 'cnnkit[tensorboard]')."
+            ) from None
+        self._writer_cls = SummaryWriter
+        self.log_dir = Path(log_dir)
+        self._writers: dict[str, Any] = {}
+
+    def _writer(self, split: str) -> Any:
+        if split not in self._writers:
+            self._writers[split] = self._writer_cls(log_dir=str(self.log_dir / split))
+        return self._writers[split]
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if not _is_main_process():
+            return
+        for key, value in (logs or {}).items():
+            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            self._writer(split).add_scalar(f"epoch_{name}", value, epoch)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            self._writer("train").add_scalar("epoch_learning_rate", current_lr(optimizer), epoch)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate at the start of every epoch.
+
+    ``schedule`` is Keras' ``schedule(epoch, lr) -> new_lr`` (``lr`` is the current rate),
+    or one of :func:`step_decay`, :func:`cosine`, :func:`reduce_on_plateau`, which is
+    then installed as the model's scheduler (as ``compile(lr_schedule=...)`` would) so
+    ``fit`` steps it and checkpoints save its state.
+    """
+
+    def __init__(self, schedule: Callable[[int, float], float] | Schedule, verbose: int = 0):
+        if not callable(schedule):
+            raise ConfigError(
+                "LearningRateScheduler expects schedule(epoch, lr) -> lr or a cnnkit schedule "
+                f"(step_decay, cosine, reduce_on_plateau); received {schedule!r}."
+            )
+        self.schedule = schedule
+        self.verbose = verbose
+        self._scheduler = None
+
+    def on_train_begin(self, logs=None) -> None:
+        if not isinstance(self.schedule, Schedule):
+            return
+        current = getattr(self.model, "scheduler", None)
+        if current is not None and current is not self._scheduler:
+            raise ConfigError(
+                f"LearningRateScheduler({self.schedule!r}) would replace the lr_schedule given "
+                "to compile(); use one of the two."
+            )
+        if self._scheduler is None:
+            self._scheduler = self.schedule(self.model.optimizer)
+        self.model.scheduler = self._scheduler
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        if isinstance(self.schedule, Schedule):
+            return
+        optimizer = self.model.optimizer
+        lr = self.schedule(epoch, current_lr(optimizer))
+        if isinstance(lr, torch.Tensor):
+            lr = lr.item()
+        if not isinstance(lr, int | float) or not math.isfinite(lr) or lr < 0:
+            raise ConfigError(
+                f"The schedule returned learning rate {lr!r} for epoch {epoch}; expected a "
+                "finite number >= 0."
+            )
+        for group in optimizer.param_groups:
+            group["lr"] = float(lr)
+        if self.verbose:
+            log.info("epoch %d: learning rate %.6g", epoch + 1, lr)

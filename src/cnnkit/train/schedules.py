@@ -1,0 +1,195 @@
+"""Learning-rate schedules: ``compile(lr_schedule=step_decay([8, 11], 0.1))``.
+
+Each helper returns a :class:`Schedule`, a factory ``optimizer -> torch scheduler``;
+``fit`` builds it once the optimizer exists and steps it at the end of every epoch
+(after validation). ``reduce_on_plateau`` is stepped with the monitored value from
+that epoch's logs. The schedulers are PyTorch's own, so the learning rates are
+exactly those of ``torch.optim.lr_scheduler``.
+
+    model.compile(optimizer=torch.optim.SGD(params, lr=0.02), loss=...,
+                  lr_schedule=step_decay([8, 11], gamma=0.1))   # Mask R-CNN: 0.02 -> 0.002
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.optim import lr_scheduler
+
+from cnnkit._core.errors import ConfigError, check_choice
+
+#: substrings of log names where higher is better (Keras' mode='auto' guesses the same way)
+_HIGHER_IS_BETTER = (
+    "acc",
+    "auc",
+    "f1",
+    "precision",
+    "recall",
+    "iou",
+    "jaccard",
+    "dice_score",
+    "specificity",
+    "fmeasure",
+)
+_LOWER_IS_BETTER = ("loss", "mse", "mae", "error", "false_omission_rate")
+
+
+def resolve_mode(monitor: str, mode: str, model: Any = None) -> str:
+    """``'min'`` or ``'max'`` for ``monitor``; ``mode='auto'`` asks the compiled metrics
+    (their ``higher_is_better``) and then the name, as Keras does."""
+    check_choice("mode", mode, ("auto", "min", "max"))
+    if mode != "auto":
+        return mode
+    name = monitor[4:] if monitor.startswith("val_") else monitor
+    for metric in getattr(model, "_metrics", None) or ():
+        if getattr(metric, "name", None) == name:
+            return "max" if getattr(metric, "higher_is_better", True) else "min"
+    if any(s in name for s in _LOWER_IS_BETTER):
+        return "min"
+    if any(s in name for s in _HIGHER_IS_BETTER):
+        return "max"
+    return "min"
+
+
+class Schedule:
+    """A learning-rate schedule: call it with an optimizer to get the torch scheduler.
+
+    ``monitor`` is set for on-plateau schedules: the log entry passed to ``step``.
+    """
+
+    def __init__(
+        self, name: str, build: Callable[[torch.optim.Optimizer], Any], monitor: str | None = None
+    ) -> None:
+        self.name = name
+        self._build = build
+        self.monitor = monitor
+
+    def __call__(self, optimizer: torch.optim.Optimizer) -> Any:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ConfigError(
+                f"{self.name} is built from a torch.optim.Optimizer; received "
+                f"{type(optimizer).__name__}."
+            )
+        scheduler = self._build(optimizer)
+        if self.monitor is not None:
+            scheduler.cnnkit_monitor = self.monitor
+        return scheduler
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        kind = "an int" if integer else "a number"
+        raise ConfigError(f"{name} must be {kind}; received {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {bound}; received {value!r}.")
+
+
+def step_decay(boundaries: int | Sequence[int], gamma: float = 0.1) -> Schedule:
+    """Multiply the learning rate by ``gamma`` at the given epochs.
+
+    ``boundaries`` a list of epochs (``MultiStepLR``: Mask R-CNN's 0.02 -> 0.002 is
+    ``step_decay([8], 0.1)`` with ``lr=0.02``), or an int step size (``StepLR``: every
+    ``boundaries`` epochs).
+    """
+    _positive("step_decay gamma", gamma)
+    if isinstance(boundaries, int) and not isinstance(boundaries, bool):
+        _positive("step_decay step_size", boundaries, integer=True)
+        return Schedule(
+            f"step_decay(step_size={boundaries}, gamma={gamma})",
+            lambda opt: lr_scheduler.StepLR(opt, step_size=boundaries, gamma=gamma),
+        )
+    if not isinstance(boundaries, Sequence) or isinstance(boundaries, str) or not boundaries:
+        raise ConfigError(
+            "step_decay expects a step size (int) or a non-empty increasing list of epochs; "
+            f"received {boundaries!r}."
+        )
+    epochs = list(boundaries)
+    bad = [
+        b for b in epochs if isinstance(b, bool) or not isinstance(b, int) or b <= 0
+    ] or epochs != sorted(set(epochs))
+    if bad:
+        raise ConfigError(
+            "step_decay boundaries must be strictly increasing positive epoch numbers; "
+            f"received {boundaries!r}."
+        )
+    return Schedule(
+        f"step_decay({epochs}, gamma={gamma})",
+        lambda opt: lr_scheduler.MultiStepLR(opt, milestones=epochs, gamma=gamma),
+    )
+
+
+def cosine(T_max: int, eta_min: float = 0.0) -> Schedule:  # noqa: N803 (torch's name)
+    """Cosine annealing from the optimizer's learning rate to ``eta_min`` over ``T_max``
+    epochs (``CosineAnnealingLR``)."""
+    _positive("cosine T_max", T_max, integer=True)
+    _positive("cosine eta_min", eta_min, allow_zero=True)
+    return Schedule(
+        f"cosine(T_max={T_max}, eta_min={eta_min})",
+        lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=T_max, eta_min=eta_min),
+    )
+
+
+def reduce_on_plateau(
+    monitor: str = "val_loss",
+    factor: float = 0.1,
+    patience: int = 10,
+    mode: str = "auto",
+    min_delta: float = 1e-4,
+    cooldown: int = 0,
+    min_lr: float = 0.0,
+) -> Schedule:
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved by more
+    than ``min_delta`` (absolute, as in Keras) for ``patience`` epochs
+    (``ReduceLROnPlateau(threshold_mode='abs')``)."""
+    if not isinstance(monitor, str) or not monitor:
+        raise ConfigError(f"reduce_on_plateau monitor must be a log name; received {monitor!r}.")
+    _positive("reduce_on_plateau factor", factor)
+    if factor >= 1.0:
+        raise ConfigError(f"reduce_on_plateau factor must be < 1; received {factor!r}.")
+    _positive("reduce_on_plateau patience", patience, integer=True, allow_zero=True)
+    _positive("reduce_on_plateau min_delta", min_delta, allow_zero=True)
+    _positive("reduce_on_plateau cooldown", cooldown, integer=True, allow_zero=True)
+    _positive("reduce_on_plateau min_lr", min_lr, allow_zero=True)
+    direction = resolve_mode(monitor, mode)
+    return Schedule(
+        f"reduce_on_plateau({monitor!r}, factor={factor}, patience={patience})",
+        lambda opt: lr_scheduler.ReduceLROnPlateau(
+            opt,
+            mode=direction,
+            factor=factor,
+            patience=patience,
+            threshold=min_delta,
+            threshold_mode="abs",
+            cooldown=cooldown,
+            min_lr=min_lr,
+        ),
+        monitor=monitor,
+    )
+
+
+def step_scheduler(scheduler: Any, logs: dict[str, float]) -> None:
+    """One end-of-epoch step: plateau schedulers get the monitored value from ``logs``."""
+    if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+        monitor = getattr(scheduler, "cnnkit_monitor", "val_loss")
+        if monitor not in logs:
+            raise ConfigError(
+                f"The on-plateau schedule monitors {monitor!r}, which is not among this "
+                f"epoch's logs {sorted(logs)}; pass validation data or "
+                "reduce_on_plateau(monitor='loss')."
+            )
+        scheduler.step(logs[monitor])
+    else:
+        scheduler.step()
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate of the optimizer's first parameter group, as a float."""
+    return float(optimizer.param_groups[0]["lr"])
