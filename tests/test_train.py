@@ -231,3 +231,22 @@ def test_bf16_autocast_trains():
     h = model.fit(x, y, epochs=3, batch_size=8, verbose=0)
     assert all(np.isfinite(h.history["loss"]))
     assert model.evaluate(x, y)["loss"] == pytest.approx(h.history["loss"][-1], rel=0.5)
+
+
+def test_channels_last_same_results_and_really_used():
+    x, y = torch.randn(24, 1, 8, 8), torch.randint(0, 3, (24,))
+    results = {}
+    for flag in (False, True):
+        torch.manual_seed(8)
+        model = _small_cnn()
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", channels_last=flag)
+        h = model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+        assert model._memory_format == (torch.channels_last if flag else None)
+        results[flag] = h.history["loss"]
+    np.testing.assert_allclose(results[True], results[False], rtol=1e-5)
+    # 'auto' only switches where it helps (CUDA or bf16 autocast)
+    model = _small_cnn().compile(loss="sparse_categorical_crossentropy", precision="fp32")
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model._memory_format is None
+    with pytest.raises(ConfigError, match="'yes'"):
+        _small_cnn().compile(loss="mse", channels_last="yes")
