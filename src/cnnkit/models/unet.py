@@ -368,29 +368,24 @@ def unet_small(num_classes: int = 1, in_channels: int = 3, rescale: float = 1 / 
 
 
 def mirror_pad(x: torch.Tensor, pads: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """Mirror the trailing ``len(pads)`` dims of ``x`` by ``(before, after)`` each
-    (reflection without repeating the edge, as ``np.pad(mode='reflect')``, repeated as
-    often as needed for borders wider than the image)."""
-    for axis_from_end, (before, after) in enumerate(reversed(list(pads))):
-        dim = x.dim() - 1 - axis_from_end
-        for side, amount in ((0, before), (1, after)):
-            while amount > 0:
-                size = x.shape[dim]
-                if size < 2:
-                    raise ShapeError(f"cannot mirror a side of size {size}.")
-                step = min(amount, size - 1)
-                x = _reflect_1d(x, dim, step, side)
-                amount -= step
+    """Mirror the trailing ``len(pads)`` dims of ``x`` by ``(before, after)`` each:
+    reflection without repeating the edge, continued periodically for borders wider
+    than the image (period ``2 (n - 1)``), as ``np.pad(mode='reflect')``."""
+    pads = list(pads)
+    for k, (before, after) in enumerate(pads):
+        dim = x.dim() - len(pads) + k
+        n = x.shape[dim]
+        if before == after == 0:
+            continue
+        if n < 2:
+            raise ShapeError(
+                f"mirror_pad cannot reflect a side of size {n} (shape {tuple(x.shape)})."
+            )
+        period = 2 * (n - 1)
+        idx = torch.arange(-before, n + after, device=x.device) % period
+        idx = torch.where(idx >= n, period - idx, idx)
+        x = x.index_select(dim, idx)
     return x
-
-
-def _reflect_1d(x: torch.Tensor, dim: int, step: int, side: int) -> torch.Tensor:
-    n = x.shape[dim]
-    if side == 0:
-        idx = torch.arange(step, 0, -1, device=x.device)
-        return torch.cat([x.index_select(dim, idx), x], dim=dim)
-    idx = torch.arange(n - 2, n - 2 - step, -1, device=x.device)
-    return torch.cat([x, x.index_select(dim, idx)], dim=dim)
 
 
 @torch.no_grad()
