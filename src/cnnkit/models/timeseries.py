@@ -77,7 +77,10 @@ def fcn1d(
     Three blocks of Conv1D (128, 256, 128 filters; kernels 8, 5, 3; stride 1; 'same'
     padding) -> BatchNormalization -> ReLU, then global average pooling and a dense
     softmax layer (here: logits). ``length`` only sets ``default_input_shape``
-    (GunPoint's 150); any length works.
+    (GunPoint's 150); any length works. ``bn_momentum`` has Keras' meaning; its default
+    0.9 is PyTorch's 0.1 (the authors' Keras code kept Keras' 0.99, whose running
+    statistics lag far behind the batch statistics in short runs).
+    264,962 parameters for one channel and 2 classes.
 
     Input ``x (Tensor[N, in_channels, L])``; output ``Tensor[N, num_classes]``.
     Stages ``block1``, ``block2``, ``block3``; ``last_conv`` is block 3's convolution.
@@ -151,7 +154,8 @@ def resnet1d(
 
     Input ``x (Tensor[N, in_channels, L])`` (``length`` only sets
     ``default_input_shape``); output ``Tensor[N, num_classes]``. Stages ``block1`` to
-    ``block3``.
+    ``block3``. 504,258 parameters for one channel and 2 classes. (A batch norm of the raw
+    input, found in some versions of the authors' code, is left out.)
     """
     stages = []
     c = in_channels
@@ -263,7 +267,9 @@ def tcn(
     Input ``x (Tensor[N, in_channels, L])`` for any ``L`` (``length`` only sets
     ``default_input_shape``); ``forward_features`` returns the causal sequence
     ``Tensor[N, channels[-1], L]``; output ``Tensor[N, num_classes]``. The model's
-    ``receptive_field`` attribute holds the steps one output sees.
+    ``receptive_field`` attribute holds the steps one output sees. 66,910 parameters
+    with the defaults (weight norm adds one gain per output channel of each causal
+    convolution).
     """
     pool = _TCN_POOLING[check_choice("tcn pooling", pooling, _TCN_POOLING)]
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
