@@ -15,12 +15,12 @@ unless that forward would take over ~5 s (``EVAL_BUDGET_MACS``).
 from __future__ import annotations
 
 import inspect
+import math
 
 import pytest
 import torch
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
-from torch.utils.flop_counter import FlopCounterMode
 
 from cnnkit._core.errors import ConfigError
 from cnnkit.layers import summary
@@ -29,6 +29,8 @@ from cnnkit.models.base import is_conv
 
 #: forward multiply-accumulates per sample up to which a real training step runs
 TRAIN_BUDGET_MACS = 1.0e9
+#: cost of the smaller input used for the real checks of costlier models
+SMALL_BUDGET_MACS = 0.25e9
 #: ... and up to which a real inference forward runs (C3D's 38.5 GMACs: about 2 s)
 EVAL_BUDGET_MACS = 40e9
 
@@ -84,29 +86,27 @@ def check_output_shape(out, batch: int, num_classes: int | None, spatial: tuple)
         )
 
 
-def forward_macs(model: nn.Module, shape: tuple) -> int | None:
-    """Forward MACs per sample of a meta-device model, None if it rejects the shape."""
-    model.eval()
-    counter = FlopCounterMode(display=False)
+def meta_macs(model: nn.Module, shape: tuple) -> int | None:
+    """MACs per sample of a meta-device ``model`` by summary(), None if it rejects ``shape``."""
     try:
-        with counter, torch.no_grad():
-            model(torch.empty(1, *shape, device="meta"))
+        return summary(model, shape, print_fn=lambda line: None).total_macs
     except (ValueError, RuntimeError):  # cnnkit's ShapeError/ConfigError are ValueErrors
         return None
-    return counter.get_total_flops() // 2
 
 
-def smaller_shape(model: nn.Module, shape: tuple) -> tuple | None:
-    """The largest input with every spatial size halved k times that ``model`` (on meta)
-    accepts within the training budget; None if none."""
-    for k in range(1, 6):
+def smaller_shape(model: nn.Module, shape: tuple, macs: int) -> tuple | None:
+    """The largest input with every spatial size halved k times that the meta-device
+    ``model`` accepts at a cost within ``SMALL_BUDGET_MACS``; None if there is none."""
+    area = math.prod(shape[1:])
+    for k in range(1, 7):
         spatial = tuple(s >> k for s in shape[1:])
         if min(spatial) < 1:
             return None
-        candidate = (shape[0], *spatial)
-        macs = forward_macs(model, candidate)
-        if macs is not None and macs <= TRAIN_BUDGET_MACS:
-            return candidate
+        if macs * math.prod(spatial) / area > SMALL_BUDGET_MACS:
+            continue  # even a cost proportional to the area is over budget
+        small = meta_macs(model, (shape[0], *spatial))
+        if small is not None and small <= SMALL_BUDGET_MACS:
+            return (shape[0], *spatial)
     return None
 
 
@@ -127,30 +127,43 @@ def train_step_checks(model: nn.Module, x: torch.Tensor, num_classes, spatial) -
         assert not bad, f"non-finite gradients: {bad[:5]}"
 
 
-def summary_checks(model: nn.Module, shape: tuple) -> None:
+def summary_checks(model: nn.Module, shape: tuple) -> int:
+    """summary() totals equal the parameter count; returns its MACs per sample."""
     rows = summary(model, shape, print_fn=lambda line: None)
     total = sum(p.numel() for p in model.parameters())
     assert rows.total_params == total
     # every parameter is reached by a row: each parameterised module ran in the forward
     assert sum(r.params for r in rows) == total
+    return rows.total_macs
 
 
-def interface_checks(model: nn.Module, x: torch.Tensor) -> None:
-    """forward == forward_head(forward_features), last_conv, forward_stages, where offered."""
+def interface_checks(model: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
+    """forward == forward_head(forward_features), last_conv, forward_stages, where offered
+    (``out`` is the eval-mode ``model(x)``)."""
     model.eval()
     if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
         with torch.no_grad():
-            direct = model(x)
             split = model.forward_head(model.forward_features(x))
         if x.device.type == "meta":
-            assert direct.shape == split.shape
+            assert split.shape == out.shape
         else:
-            torch.testing.assert_close(direct, split)
+            torch.testing.assert_close(split, out)
     if any(is_conv(m) for m in model.modules()) and hasattr(type(model), "last_conv"):
         assert is_conv(model.last_conv)
-    if hasattr(model, "forward_stages") and hasattr(model, "stage_names"):
+    if x.device.type != "meta" and hasattr(model, "forward_stages"):
         with torch.no_grad():
-            assert list(model.forward_stages(x)) == list(model.stage_names)
+            stages = model.forward_stages(x)
+        assert list(stages) == list(getattr(model, "stage_names", stages))
+
+
+def eval_checks(model: nn.Module, x: torch.Tensor, num_classes, spatial) -> None:
+    """Eval mode: output shape, finite outputs (off meta), the interface."""
+    with torch.no_grad():
+        out = model.eval()(x)
+    check_output_shape(out, len(x), num_classes, spatial)
+    if x.device.type != "meta":
+        assert all(torch.isfinite(o).all() for o in outputs(out))
+    interface_checks(model, x, out)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -169,34 +182,27 @@ def test_registered_model(name):
     with torch.device("meta"):
         meta = create(name)
     assert sum(p.numel() for p in meta.parameters()) == total
-    macs = forward_macs(meta, shape)
-    assert macs is not None, f"{name} rejects its own documented input shape {shape}"
+    macs = summary_checks(meta, shape)
 
     if macs <= TRAIN_BUDGET_MACS:
         x = torch.randn(2, *shape)
-        interface_checks(model, x)
+        eval_checks(model, x, num_classes, spatial)
         train_step_checks(model, x, num_classes, spatial)
         summary_checks(model, shape)
         return
 
     # costly: the documented size on meta, the real numbers at a smaller size
     xm = torch.empty(2, *shape, device="meta")
-    with torch.no_grad():
-        check_output_shape(meta.eval()(xm), 2, num_classes, spatial)
-    interface_checks(meta, xm)
-    summary_checks(meta, shape)
-    small = smaller_shape(meta, shape)
+    eval_checks(meta, xm, num_classes, spatial)
+    small = smaller_shape(meta, shape, macs)
     if small is not None:
         x = torch.randn(2, *small)
-        interface_checks(model, x)
+        eval_checks(model, x, num_classes, small[1:])
         train_step_checks(model, x, num_classes, small[1:])
         return
     train_step_checks(meta, xm, num_classes, spatial)
     if macs <= EVAL_BUDGET_MACS:
-        with torch.no_grad():
-            out = model.eval()(torch.randn(1, *shape))
-        check_output_shape(out, 1, num_classes, spatial)
-        assert all(torch.isfinite(o).all() for o in outputs(out))
+        eval_checks(model, torch.randn(1, *shape), num_classes, spatial)
 
 
 def test_duplicate_registration_is_refused():
