@@ -108,8 +108,11 @@ def test_char_cnn_large_parameters_and_options():
     small = create("char_cnn", in_channels=69, length=500, num_classes=2)
     assert small.default_input_shape == (69, 500)
     assert small(torch.zeros(1, 69, 500)).shape == (1, 2)
+    assert create("char_cnn", alphabet_size=69, length=200).default_input_shape == (69, 200)
     with pytest.raises(ConfigError, match="medium"):
         create("char_cnn", size="medium")
+    with pytest.raises(ConfigError, match="alphabet_size=69 and in_channels=70"):
+        create("char_cnn", alphabet_size=69, in_channels=70)
 
 
 # --------------------------------------------------------------------------- fcn1d / resnet1d

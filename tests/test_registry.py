@@ -156,14 +156,17 @@ def interface_checks(model: nn.Module, x: torch.Tensor, out: torch.Tensor) -> No
         assert list(stages) == list(getattr(model, "stage_names", stages))
 
 
-def eval_checks(model: nn.Module, x: torch.Tensor, num_classes, spatial) -> None:
+def eval_checks(
+    model: nn.Module, x: torch.Tensor, num_classes, spatial, interface: bool = True
+) -> None:
     """Eval mode: output shape, finite outputs (off meta), the interface."""
     with torch.no_grad():
         out = model.eval()(x)
     check_output_shape(out, len(x), num_classes, spatial)
     if x.device.type != "meta":
         assert all(torch.isfinite(o).all() for o in outputs(out))
-    interface_checks(model, x, out)
+    if interface:
+        interface_checks(model, x, out)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -202,7 +205,8 @@ def test_registered_model(name):
         return
     train_step_checks(meta, xm, num_classes, spatial)
     if macs <= EVAL_BUDGET_MACS:
-        eval_checks(model, torch.randn(1, *shape), num_classes, spatial)
+        # the interface was checked on meta above
+        eval_checks(model, torch.randn(1, *shape), num_classes, spatial, interface=False)
 
 
 def test_duplicate_registration_is_refused():

@@ -61,7 +61,7 @@ def _normal(std: float) -> Callable[[torch.Tensor], None]:
 def char_cnn(
     size: str = "small",
     num_classes: int = 4,
-    alphabet_size: int = 70,
+    alphabet_size: int | None = None,
     length: int = 1014,
     dropout: float = 0.5,
     in_channels: int | None = None,
@@ -72,7 +72,7 @@ def char_cnn(
         size: ``'small'`` (256 conv features, 1024 FC units, weights ~ N(0, 0.05)) or
             ``'large'`` (1024 features, 2048 units, N(0, 0.02)), the paper's two models.
         num_classes: outputs of the last layer (4 for AG's News, the default).
-        alphabet_size: one-hot channels (70 in the paper).
+        alphabet_size: one-hot channels (default 70, the paper's alphabet).
         length: characters per text (1014 in the paper); the flatten before the first
             fully connected layer fixes it. At least 123 (one position after the convs).
         dropout: rate of the two dropout layers between the fully connected layers.
@@ -85,13 +85,12 @@ def char_cnn(
     for 1, 2, 6); ``forward_features`` returns ``Tensor[N, features, 34]``.
     """
     features, units, std = CHAR_CNN_SIZES[check_choice("char_cnn size", size, CHAR_CNN_SIZES)]
-    if in_channels is not None:
-        if alphabet_size not in (70, in_channels):
-            raise ConfigError(
-                f"char_cnn received alphabet_size={alphabet_size} and in_channels={in_channels}; "
-                "they name the same thing, give one."
-            )
-        alphabet_size = in_channels
+    if alphabet_size is not None and in_channels is not None and alphabet_size != in_channels:
+        raise ConfigError(
+            f"char_cnn received alphabet_size={alphabet_size} and in_channels={in_channels}; "
+            "they name the same thing, give one."
+        )
+    alphabet_size = alphabet_size or in_channels or 70
     positions = char_cnn_feature_length(length)
     if positions < 1:
         raise ConfigError(
