@@ -169,9 +169,9 @@ def test_checkpoint_files_are_safetensors_and_json_only(tmp_path, monkeypatch):
     model, _, _ = _trained(tmp_path)
     folder = tmp_path / "last"
     names = sorted(p.name for p in folder.iterdir())
-    assert names[0] == "config.json" and len(names) == 4
-    assert all(n.endswith(".safetensors") for n in names[1:])
-    manifest = json.loads((folder / "config.json").read_text())
+    assert "model.json" in names and len(names) == 4
+    assert all(n.endswith(".safetensors") for n in names if n != "model.json")
+    manifest = json.loads((folder / "model.json").read_text())
     assert set(manifest["files"]) == {"model", "optimizer", "rng"}
     assert manifest["training"]["scheduler"]["class"] == "MultiStepLR"
     assert manifest["training"]["shuffle_seed"] == model._shuffle_seed
@@ -207,7 +207,7 @@ def _damage_flip(path):
 @pytest.mark.parametrize("damage", [_damage_truncate, _damage_flip], ids=["truncated", "flipped"])
 def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, part, damage):
     model, x, y = _trained(tmp_path)
-    manifest = json.loads((tmp_path / "last" / "config.json").read_text())
+    manifest = json.loads((tmp_path / "last" / "model.json").read_text())
     name = manifest["files"][part]["name"]
     damage(tmp_path / "last" / name)
     with pytest.raises(CnnkitError, match=name):
@@ -219,15 +219,15 @@ def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, part, damage):
 
 def test_altered_manifest_and_missing_file_are_refused(tmp_path):
     model, x, y = _trained(tmp_path)
-    path = tmp_path / "last" / "config.json"
+    path = tmp_path / "last" / "model.json"
     manifest = json.loads(path.read_text())
     original = path.read_text()
     manifest["training"]["epoch"] = 7
     path.write_text(json.dumps(manifest))
-    with pytest.raises(CnnkitError, match="config.json"):
+    with pytest.raises(CnnkitError, match="model.json"):
         _dropout_net().fit(x, y, epochs=2, verbose=0, resume_from=tmp_path)
     path.write_text(original[:-20])
-    with pytest.raises(CnnkitError, match="config.json"):
+    with pytest.raises(CnnkitError, match="model.json"):
         _dropout_net().fit(x, y, epochs=2, verbose=0, resume_from=tmp_path)
     path.write_text(original)
     (tmp_path / "last" / manifest["files"]["rng"]["name"]).unlink()

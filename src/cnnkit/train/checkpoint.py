@@ -1,7 +1,7 @@
 """Saving and loading models: safetensors for the tensors, JSON for the rest.
 
 Nothing is ever unpickled. A saved folder holds ``model.safetensors`` and
-``config.json`` (architecture + the SHA-256 of the tensor file); files are written to
+``model.json`` (architecture + the SHA-256 of the tensor file); files are written to
 a temporary name and renamed, so a crash never leaves a half-written file, and an
 existing save is never overwritten unless asked.
 
@@ -35,7 +35,7 @@ log = logging.getLogger("cnnkit.train")
 
 FORMAT = "cnnkit-model"
 WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
+CONFIG = "model.json"
 
 
 def _sha256(path: Path) -> str:
@@ -179,9 +179,9 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn
 
 # ---------------------------------------------------------------- training checkpoints
 #
-# A training checkpoint is a saved model (``cnnkit.load`` reads it) whose config.json also
+# A training checkpoint is a saved model (``cnnkit.load`` reads it) whose model.json also
 # records what ``fit`` needs to continue. Tensor files get fresh names on every save and
-# config.json, the manifest that names them, is replaced last: a crash at any point
+# model.json, the manifest that names them, is replaced last: a crash at any point
 # leaves the previous checkpoint intact. Tensors go to safetensors, everything else to
 # JSON (tuples, int-keyed dicts and tensors inside optimizer/scheduler state are tagged).
 
