@@ -18,3 +18,12 @@ def _seed():
     yield
     # a test that asked for deterministic kernels must not change the next one
     torch.use_deterministic_algorithms(False)
+
+
+def shuffled_digits(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits resized to ``size`` (cnnkit.data.digits), in a fixed shuffled order."""
+    from cnnkit.data import digits
+
+    ds = digits(size=size)
+    perm = torch.randperm(len(ds.x), generator=torch.Generator().manual_seed(0))
+    return ds.x[perm], ds.y[perm]

@@ -11,7 +11,6 @@ from contextlib import redirect_stdout
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 from scipy.signal import correlate2d
 from scipy.spatial.distance import cdist
@@ -32,6 +31,7 @@ from cnnkit.models.lenet import (
     rbf_centres,
     scaled_tanh,
 )
+from conftest import shuffled_digits
 
 QUIET = dict(print_fn=lambda line: None)
 META = torch.device("meta")
@@ -483,14 +483,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits32():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    return x[perm], y[perm]
+    return shuffled_digits(32)
 
 
 def test_lenet5_learns_digits(digits32, one_thread):

@@ -15,18 +15,12 @@ from cnnkit.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D, MaxPoo
 from cnnkit.models import create
 from cnnkit.train.data import make_source
 from cnnkit.train.precision import cpu_has_native_bf16, resolve_precision
+from conftest import shuffled_digits
 
 
 @pytest.fixture(scope="module")
 def digits28():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    return x[perm], y[perm]
+    return shuffled_digits(28)
 
 
 def test_mnist_cnn_learns_digits_seed000(digits28):
