@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import cnnkit
+from cnnkit.data import ucr
 from cnnkit.models import create
 
 
@@ -32,18 +33,10 @@ def data_root() -> Path:
 
 
 def load_ucr(name: str):
-    """UCR TSV: first column the label, the rest the series; labels mapped to 0..K-1."""
-    folder = data_root() / "ucr" / name
-    tr = np.loadtxt(folder / f"{name}_TRAIN.tsv", delimiter="\t", dtype=np.float32)
-    te = np.loadtxt(folder / f"{name}_TEST.tsv", delimiter="\t", dtype=np.float32)
-    classes = np.unique(tr[:, 0])
-    return (
-        tr[:, None, 1:],
-        np.searchsorted(classes, tr[:, 0]),
-        te[:, None, 1:],
-        np.searchsorted(classes, te[:, 0]),
-        len(classes),
-    )
+    """Train/test arrays of a UCR set (cnnkit.data.ucr: labels mapped to 0..K-1)."""
+    root = data_root() / "ucr"
+    train, test = ucr(root, name, "train"), ucr(root, name, "test")
+    return train.x.numpy(), train.y.numpy(), test.x.numpy(), test.y.numpy(), len(train.classes)
 
 
 def run(model_name: str, dataset: str, epochs: int, seed: int) -> tuple[float, float]:

@@ -19,6 +19,7 @@ from torch import nn
 
 import cnnkit
 from cnnkit._core.errors import ConfigError
+from cnnkit.data import ucr
 from cnnkit.layers import Conv1D, summary
 from cnnkit.models import create
 from cnnkit.models.text import char_cnn_feature_length
@@ -345,20 +346,12 @@ def _data_root() -> Path:
 
 
 def load_ucr(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """UCR TSV: first column the label, the rest the series; labels mapped to 0..K-1."""
-    folder = _data_root() / "ucr" / name
-    train, test = folder / f"{name}_TRAIN.tsv", folder / f"{name}_TEST.tsv"
-    if not (train.exists() and test.exists()):
-        pytest.skip(f"UCR {name} not found in {folder} (set CNNKIT_DATA to the shared data)")
-    tr = np.loadtxt(train, delimiter="\t", dtype=np.float32)
-    te = np.loadtxt(test, delimiter="\t", dtype=np.float32)
-    classes = np.unique(tr[:, 0])
-    return (
-        tr[:, None, 1:],
-        np.searchsorted(classes, tr[:, 0]),
-        te[:, None, 1:],
-        np.searchsorted(classes, te[:, 0]),
-    )
+    """Train/test arrays of a UCR set via cnnkit.data.ucr (its reader is tested on its own)."""
+    root = _data_root() / "ucr"
+    if not (root / name / f"{name}_TRAIN.tsv").exists():
+        pytest.skip(f"UCR {name} not found in {root} (set CNNKIT_DATA to the shared data)")
+    train, test = ucr(root, name, "train"), ucr(root, name, "test")
+    return train.x.numpy(), train.y.numpy(), test.x.numpy(), test.y.numpy()
 
 
 def test_fcn1d_learns_gunpoint():
