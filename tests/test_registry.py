@@ -9,7 +9,9 @@ shape and summary: shapes without numbers), and for real (finite outputs, a grad
 for every parameter) at the largest smaller size they accept (sizes halved until
 cheap, e.g. ResNet-152 at 56x56); a model that accepts no smaller size (a flatten head)
 gets its training step on ``meta`` and a real inference forward at its documented size,
-unless that forward would take over ~5 s (``EVAL_BUDGET_MACS``).
+unless that forward would take over ~5 s (``EVAL_BUDGET_MACS``). Detection models
+(``task == 'instance_segmentation'``, Mask R-CNN) follow torchvision's convention instead
+(losses in train mode, detection dicts in eval mode) and get ``detector_checks``.
 """
 
 from __future__ import annotations
@@ -169,6 +171,46 @@ def eval_checks(
         interface_checks(model, x, out)
 
 
+#: small configurations of detection models (Mask R-CNN) for the real forward passes
+DETECTOR_CONFIGS = (
+    dict(backbone="small"),
+    dict(backbone="resnet18", fpn=True, min_size=96, max_size=96),
+)
+
+
+def detector_checks(name: str) -> None:
+    """A detection model (torchvision's convention): train mode returns a dict of finite
+    scalar losses whose sum reaches every trainable parameter; eval mode returns one dict
+    per image with boxes, labels, scores and image-sized masks."""
+    images = [torch.rand(3, 64, 64), torch.rand(3, 48, 64)]
+    targets = []
+    for img in images:
+        masks = torch.zeros(2, *img.shape[-2:], dtype=torch.uint8)
+        masks[0, 8:30, 10:40] = 1
+        masks[1, 30:46, 40:60] = 1
+        boxes = torch.tensor([[10.0, 8, 40, 30], [40, 30, 60, 46]])
+        targets.append({"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": masks})
+    for config in DETECTOR_CONFIGS:
+        torch.manual_seed(0)
+        model = create(name, num_classes=3, **config).train()
+        losses = model(images, targets)
+        assert isinstance(losses, dict) and losses and all(k.startswith("loss") for k in losses)
+        assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        missing = [n for n, p in params if p.grad is None]
+        assert not missing, f"{config}: parameters without a gradient: {missing[:5]}"
+        assert all(torch.isfinite(p.grad).all() for _, p in params)
+        with torch.no_grad():
+            out = model.eval()(images)
+        assert isinstance(out, list) and len(out) == len(images)
+        for img, det in zip(images, out):
+            d = len(det["boxes"])
+            assert det["boxes"].shape == (d, 4)
+            assert det["labels"].shape == det["scores"].shape == (d,)
+            assert det["masks"].shape == (d, 1, *img.shape[-2:])
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_registered_model(name):
     model = create(name)
@@ -178,6 +220,10 @@ def test_registered_model(name):
     total = sum(p.numel() for p in named.values())
     assert total > 0
     assert sum(v.numel() for k, v in model.state_dict().items() if k in named) == total
+
+    if getattr(model, "task", None) == "instance_segmentation":
+        detector_checks(name)  # torchvision's detection convention, not a tensor -> tensor net
+        return
 
     shape = input_shape_of(model)
     spatial = shape[1:]

@@ -266,7 +266,11 @@ def test_crash_while_writing_leaves_the_previous_checkpoint_valid(tmp_path, monk
     assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
     # the next successful save replaces it and removes the orphaned files
     save_training_state(folder, model, 1, model.history, overwrite=True)
-    assert len(list(folder.iterdir())) == 4
+    # the new checkpoint (manifest + 3 tensor files) and the previous one kept as a fallback
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 8, names
+    assert {ckpt_mod.CONFIG, ckpt_mod.PREVIOUS} <= set(names)
+    assert sum("-e00001-" in n for n in names) == 3 and sum("-e00000-" in n for n in names) == 3
     assert read_checkpoint_info(folder)["epoch"] == 1
 
 

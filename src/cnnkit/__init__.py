@@ -20,7 +20,18 @@ _LAZY = {
     "seed_everything": "cnnkit.train.seed",
     "summary": "cnnkit.layers.summary",
 }
-_SUBPACKAGES = ("layers", "models", "ops", "losses", "metrics", "data", "train", "callbacks")
+_SUBPACKAGES = (
+    "layers",
+    "models",
+    "ops",
+    "losses",
+    "metrics",
+    "data",
+    "train",
+    "callbacks",
+    "interpret",
+    "report",
+)
 
 __all__ = ["CnnkitError", "ConfigError", "ShapeError", "__version__", *_LAZY, *_SUBPACKAGES]
 

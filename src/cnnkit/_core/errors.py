@@ -11,18 +11,40 @@ from collections.abc import Iterable
 
 
 class CnnkitError(Exception):
-    """Base class of every error cnnkit raises on purpose."""
+    """Base class of every error cnnkit raises on purpose.
+
+    Raised as such for problems with files and runs: a damaged or altered saved model or
+    checkpoint (the SHA-256 recorded in its ``model.json`` differs; the message names the
+    file), a folder holding a pickle instead of safetensors + JSON, a dataset file that is
+    truncated or does not decode (IDX, CIFAR, UCR, COCO/VIA JSON, images), an unsafe
+    archive member, a download whose checksum differs, a model that cannot be exported to
+    ONNX, a NaN loss during ``fit``. Catch ``CnnkitError`` to handle every deliberate
+    cnnkit error; its message names the received value and what would work.
+    """
 
 
 class ShapeError(CnnkitError, ValueError):
     """A shape, size or channel count that does not fit the operation.
+
+    Examples: an input of the wrong rank or channel count for a layer, a non-integral
+    output size (``conv_output_size(7, 3, stride=3)``), a kernel or pool window larger
+    than its (padded) input, a non-float input to a conv or dense layer, a crop larger than
+    the image, outputs and targets that do not pair up.
 
     Subclasses ``ValueError`` so code that catches ``ValueError`` keeps working.
     """
 
 
 class ConfigError(CnnkitError, ValueError):
-    """An argument or configuration value that is not allowed."""
+    """An argument or configuration value that is not allowed.
+
+    Examples: unknown names (model, loss, metric, optimizer, padding, recipe keys; with
+    a "did you mean"), zero or negative sizes, rates outside their range, labels outside
+    ``[0, C)``, masks with unknown classes, boxes with ``x2 < x1``, NaN/inf targets,
+    empty datasets, YAML files that are not safe plain data.
+
+    Subclasses ``ValueError`` so code that catches ``ValueError`` keeps working.
+    """
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -71,7 +71,9 @@ def image_folder(
         raise CnnkitError(f"image_folder: {root} is not a folder.")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise CnnkitError(f"image_folder: {root} has no class sub-folders (root/<class>/<image>).")
+        raise CnnkitError(
+            f"image_folder: {root} has no class sub-folders; expected the layout root/<class>/<image>."
+        )
     samples = []
     for label, name in enumerate(classes):
         files = sorted(p for p in (root / name).rglob("*") if is_image_file(p))

@@ -58,7 +58,7 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     if len(data) - header != expected:
         raise CnnkitError(
             f"{source}: the header announces shape {dims} ({expected} bytes of data) but the "
-            f"file holds {len(data) - header}: truncated or corrupt."
+            f"file holds {len(data) - header}: truncated or corrupt; delete it and download it again."
         )
     arr = np.frombuffer(data, dtype, offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=False) if dtype.itemsize > 1 else arr

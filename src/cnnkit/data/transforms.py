@@ -120,7 +120,13 @@ class TorchvisionTransform(JointTransform):
             parts["boxes"] = tv_tensors.BoundingBoxes(
                 target["boxes"], format="XYXY", canvas_size=hw
             )
-        out_image, out_parts = self.transform(tv_tensors.Image(image), parts)
+        try:
+            out_image, out_parts = self.transform(tv_tensors.Image(image), parts)
+        except ValueError as err:  # e.g. a crop larger than the image
+            raise ShapeError(
+                f"{type(self).__name__} cannot be applied to an image of shape "
+                f"{tuple(image.shape)}: {err} Use a smaller size or pad_if_needed=True."
+            ) from None
         out = dict(target)
         out.update({k: v.as_subclass(torch.Tensor) for k, v in out_parts.items()})
         return out_image.as_subclass(torch.Tensor), out
@@ -289,6 +295,11 @@ class Resize(_ResizeJoint):
     """
 
     def __init__(self, size, interpolation="bilinear", max_size=None, antialias=True):
+        sizes = [size] if isinstance(size, int) else list(size)
+        if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+            raise ConfigError(
+                f"Resize size must be a positive int or (height, width); received {size!r}."
+            )
         super().__init__(v2.Resize(size, _mode(interpolation), max_size, antialias))
 
 
@@ -317,6 +328,8 @@ class Normalize(TorchvisionTransform):
     """``(image - mean) / std`` per channel (float images; target untouched)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        if any(not float(s) > 0 for s in std):
+            raise ConfigError(f"Normalize std must be positive per channel; received std={std!r}.")
         super().__init__(v2.Normalize(list(mean), list(std)), geometric=False)
 
 

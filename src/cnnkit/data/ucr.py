@@ -43,12 +43,18 @@ def _find(root: Path, name: str, split: str) -> Path | None:
 def read_ucr_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """One UCR file -> ``(series float32 (N, T), raw labels float64 (N,))``."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except UnicodeDecodeError as err:
+        raise CnnkitError(
+            f"{path}: not a UCR text table (it does not decode as UTF-8: {err}); expected rows "
+            "'label, x_1, ..., x_T' as text."
+        ) from None
     delimiter = "\t" if "\t" in first else ("," if "," in first else None)
     try:
         table = np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=2)
-    except ValueError as err:
+    except (ValueError, UnicodeDecodeError) as err:
         raise CnnkitError(
             f"{path}: not a UCR table (label then values per row, separated by tabs, commas "
             f"or spaces): {err}."

@@ -149,6 +149,12 @@ class Layer(nn.Module):
                 "Convert with torch.as_tensor(x, dtype=torch.float32)."
             )
         shape = tuple(x.shape)
+        if not x.is_floating_point() and (hasattr(self, "filters") or hasattr(self, "units")):
+            raise ShapeError(
+                f"{type(self).__name__} expects a floating-point input; received dtype "
+                f"{str(x.dtype).replace('torch.', '')}. Convert with x.float() (images: "
+                "x.float() / 255)."
+            )
         self._check_shape(
             shape
         )  # before build: build() would read a missing batch dim as per-sample

@@ -127,7 +127,8 @@ class Dense(Layer):
             )
             raise ShapeError(
                 f"Dense was built for {self.in_features} input features (the last axis); "
-                f"received shape {tuple(shape)} with {shape[-1]} features.{hint}"
+                f"received shape {tuple(shape)} with {shape[-1]} features; expected inputs with "
+                f"{self.in_features} features.{hint}"
             )
 
     def _build(self, input_shape: tuple) -> None:

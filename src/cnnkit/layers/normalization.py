@@ -135,6 +135,7 @@ class BatchNormalization(Layer):
             affine=self.center and self.scale,
             track_running_stats=True,
         )
+        self.bn.train(self.training)  # built on first call: follow this layer's mode
         if self.scale and not self.center:
             self.weight = nn.Parameter(torch.ones(int(channels)))
         if self.center and not self.scale:

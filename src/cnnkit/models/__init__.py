@@ -9,6 +9,7 @@ from cnnkit.models import (
     googlenet,
     lenet,
     localization,
+    mask_rcnn,
     resnet,
     segnet,
     text,

@@ -14,7 +14,9 @@ Auxiliary classifiers (``aux_logits=True``, torchvision's name): after inception
 -> dense (logits). In training mode the model returns ``GoogLeNetOutputs(logits,
 aux_logits2, aux_logits1)`` as torchvision does; in eval mode only the logits (the
 auxiliary heads are dropped at inference). The paper adds their losses with weight 0.3
-during training: :func:`googlenet_loss`.
+during training: :func:`googlenet_loss` for a hand-written loop, and ``cnnkit.Model``'s
+``fit`` does it by itself through the auxiliary-output protocol (the model's
+``aux_loss_weights = (0.3, 0.3)``, see :class:`GoogLeNet`).
 
 The inception "5x5" branch: torchvision's ``Inception`` uses a 3x3 kernel there (a
 known torchvision bug, kept for compatibility with its weights). ``branch3_kernel=3``
@@ -163,7 +165,15 @@ class InceptionAux(nn.Module):
 
 class GoogLeNet(ImageClassifier):
     """An :class:`ImageClassifier` whose ``forward`` also runs the auxiliary heads in
-    training mode (``aux_heads``: stage name -> head, run on that stage's output)."""
+    training mode (``aux_heads``: (attribute, stage name, head), run on that stage's output).
+
+    Auxiliary-output protocol (read by ``cnnkit.Model.fit``): ``aux_loss_weights`` holds
+    one weight per auxiliary output, in the order ``forward`` returns them after the
+    logits in training mode: ``(aux_weight, aux_weight)`` for ``GoogLeNetOutputs(logits,
+    aux_logits2, aux_logits1)``, ``()`` without auxiliary heads. The auxiliary outputs are
+    logits like the main one; ``fit`` adds ``w * loss(aux, y)`` for each to the main loss
+    and keeps metrics on the logits alone.
+    """
 
     def __init__(
         self,
@@ -171,6 +181,7 @@ class GoogLeNet(ImageClassifier):
         head: nn.Module,
         default_input_shape: Sequence[int],
         aux_heads: Sequence[tuple[str, str, nn.Module]] = (),
+        aux_weight: float = 0.3,
     ) -> None:
         super().__init__(stages, head, default_input_shape)
         self._aux_after: dict[str, str] = {}
@@ -178,6 +189,7 @@ class GoogLeNet(ImageClassifier):
             setattr(self, attr, module)
             self._aux_after[stage] = attr
         self.aux_logits = bool(aux_heads)
+        self.aux_loss_weights: tuple[float, ...] = (float(aux_weight),) * len(aux_heads)
 
     def forward(self, x: torch.Tensor) -> Any:
         run_aux = self.training and self.aux_logits
@@ -200,6 +212,7 @@ def googlenet(
     branch3_kernel: int = 3,
     dropout: float = 0.2,
     dropout_aux: float = 0.7,
+    aux_weight: float = 0.3,
 ) -> GoogLeNet:
     """GoogLeNet / Inception v1 (Szegedy et al. 2015; torchvision.models.googlenet) for
     ``x (Tensor[N, in_channels, 224, 224])`` -> logits ``Tensor[N, num_classes]``.
@@ -212,11 +225,17 @@ def googlenet(
         branch3_kernel: kernel of the inception modules' third branch: 3 as torchvision
             (6,624,904 parameters), 5 as the paper (7,005,832).
         dropout, dropout_aux: dropout before the final dense layer / in the aux heads.
+        aux_weight: weight of each auxiliary loss in ``cnnkit.Model.fit`` (the paper's
+            0.3), exposed as the model's ``aux_loss_weights``.
     """
     if branch3_kernel not in (3, 5):
         raise ConfigError(
             f"googlenet branch3_kernel must be 3 (torchvision) or 5 (the paper); "
             f"received {branch3_kernel!r}."
+        )
+    if not (isinstance(aux_weight, (int, float)) and aux_weight >= 0):
+        raise ConfigError(
+            f"googlenet aux_weight must be a number >= 0 (the paper: 0.3); received {aux_weight!r}."
         )
     stages: list[tuple[str, nn.Module]] = [
         ("conv1", conv_bn(in_channels, 64, 7, strides=2)),
@@ -243,7 +262,7 @@ def googlenet(
             ("aux1", "inception4a", InceptionAux(512, num_classes, dropout_aux)),
             ("aux2", "inception4d", InceptionAux(528, num_classes, dropout_aux)),
         ]
-    model = GoogLeNet(stages, head, (in_channels, 224, 224), aux)
+    model = GoogLeNet(stages, head, (in_channels, 224, 224), aux, aux_weight)
     model.name = "googlenet"
     return model
 
@@ -261,7 +280,7 @@ def googlenet_loss(
     et al. 2015, Sec. 5: "their loss gets added to the total loss of the network with a
     discount weight (the losses of the auxiliary classifiers were weighted by 0.3)").
     ``target`` holds class indices ``Tensor[N]``. Use it as the loss of a hand-written
-    training loop; ``cnnkit.Model`` integration comes later.
+    training loop; ``cnnkit.Model.fit`` adds the same terms by itself (``aux_loss_weights``).
     """
     if isinstance(outputs, torch.Tensor):
         return F.cross_entropy(outputs, target)

@@ -270,6 +270,14 @@ def pool_output_size(
         )
     if stride is None:
         stride = pool_size
+    if isinstance(padding, int) and not isinstance(padding, bool):
+        windows = pool_size if isinstance(pool_size, Sequence) else [pool_size]
+        for k in windows:
+            if isinstance(k, int) and k > 0 and padding > k // 2:  # PyTorch refuses it too
+                raise ShapeError(
+                    f"pooling padding {padding} is more than half the pool window {k}; a "
+                    f"window could then cover only padding. Use padding <= {k // 2}."
+                )
     return _per_dim(
         _one_output_size, n, pool_size, stride, padding, dilation, floor=floor, what="pool window"
     )

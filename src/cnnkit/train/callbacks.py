@@ -293,7 +293,11 @@ class ModelCheckpoint(Callback):
             return
         if self._resuming_here():
             if (self.best_path / CONFIG).exists():
-                extra = read_checkpoint_info(self.best_path).get("extra", {})
+                try:
+                    extra = read_checkpoint_info(self.best_path).get("extra", {})
+                except CnnkitError as err:  # a damaged best/ must not block resuming
+                    log.warning("%s; the best value so far is forgotten", err)
+                    extra = {}
                 if extra.get("monitor") == self.monitor:
                     self.best = extra.get("value")
             return

@@ -36,6 +36,8 @@ log = logging.getLogger("cnnkit.train")
 FORMAT = "cnnkit-model"
 WEIGHTS = "model.safetensors"
 CONFIG = "model.json"
+#: a training checkpoint's previous manifest, kept (with its files) as a fallback
+PREVIOUS = "previous.json"
 
 
 def _sha256(path: Path) -> str:
@@ -152,12 +154,20 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CnnkitError(f"{cfg_path} is not valid JSON ({err}).") from None
-    if config.get("format") != FORMAT:
+        raise CnnkitError(f"{cfg_path} is damaged: not valid JSON ({err}).") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CnnkitError(
-            f"{cfg_path} is not a cnnkit model config (format {config.get('format')!r})."
+            f"{cfg_path} is not a cnnkit model config (format "
+            f"{config.get('format') if isinstance(config, dict) else type(config).__name__!r}); "
+            "expected a folder written by model.save or ModelCheckpoint."
         )
-    weights = folder / config.get("weights", WEIGHTS)
+    name = config.get("weights", WEIGHTS)
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
+        raise CnnkitError(
+            f"{cfg_path} names the weights file {name!r}; expected a .safetensors file in the "
+            "same folder (cnnkit never unpickles files)."
+        )
+    weights = folder / name
     if not weights.is_file():
         raise CnnkitError(f"{weights} is missing.")
     digest = _sha256(weights)
@@ -166,9 +176,15 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn
             f"{weights} is damaged or was changed: its SHA-256 {digest[:12]}... differs from "
             f"the one recorded in {cfg_path.name} ({str(config.get('sha256'))[:12]}...)."
         )
+    if "architecture" not in config:
+        raise CnnkitError(f"{cfg_path} has no 'architecture' entry; it cannot be rebuilt.")
     module = _rebuild(config["architecture"])
     try:
-        module.load_state_dict(load_file(str(weights)), strict=True)
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types
+        raise CnnkitError(f"{weights} cannot be read as safetensors: {err}") from None
+    try:
+        module.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CnnkitError(f"{weights} does not fit the saved architecture: {err}") from None
     module.to(device)
@@ -329,17 +345,16 @@ def save_training_state(
     net = workflow._net
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / CONFIG
-    old: dict[str, Any] = {}
-    if manifest_path.exists():
-        if not overwrite:
-            raise CnnkitError(
-                f"{manifest_path} already exists; refusing to overwrite a checkpoint. "
-                "Choose another folder or pass overwrite=True."
-            )
-        try:
-            old = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            old = {}
+    if manifest_path.exists() and not overwrite:
+        raise CnnkitError(
+            f"{manifest_path} already exists; refusing to overwrite a checkpoint. "
+            "Choose another folder or pass overwrite=True."
+        )
+    # the manifest being replaced becomes previous.json (if intact), else the one kept before
+    previous = _intact_manifest(folder, CONFIG)
+    keep_previous = previous is None
+    if previous is None:
+        previous = _intact_manifest(folder, PREVIOUS)
     try:
         arch = architecture_of(net)
     except ConfigError:
@@ -394,20 +409,32 @@ def save_training_state(
         "training": training,
     }
     body["checksum"] = _digest(body)
+    if previous is not None and not keep_previous:
+        text = json.dumps(previous, indent=1)
+        _atomic_write(folder / PREVIOUS, lambda tmp: Path(tmp).write_text(text))
     _atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(body, indent=1)))
-    # the new manifest is in place: drop the files only the previous one named
-    keep = {f["name"] for f in files.values()}
-    stale = _referenced(old) | {
-        p.name for part in _PARTS for p in folder.glob(f"{part}-e*.safetensors")
-    }
+    # the new manifest is in place: drop the files that neither it nor previous.json name
+    keep = {f["name"] for f in files.values()} | _referenced(previous or {})
+    stale = {p.name for part in _PARTS for p in folder.glob(f"{part}-e*.safetensors")}
     for name in stale - keep:
         with contextlib.suppress(OSError):
             (folder / name).unlink()
     return folder
 
 
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG
+def _intact_manifest(folder: Path, name: str) -> dict[str, Any] | None:
+    """The training manifest ``folder/name`` if its checksum holds and its files exist."""
+    try:
+        manifest = _read_manifest(folder, name)
+    except CnnkitError:
+        return None
+    if all((folder / n).is_file() for n in _referenced(manifest)):
+        return manifest
+    return None
+
+
+def _read_manifest(folder: Path, name: str = CONFIG) -> dict[str, Any]:
+    path = folder / name
     if not path.is_file():
         raise CnnkitError(f"{path} not found: {folder} holds no cnnkit checkpoint.")
     try:
@@ -427,19 +454,21 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _load_part(folder: Path, manifest: dict[str, Any], part: str) -> dict[str, torch.Tensor]:
-    entry = manifest.get("files", {}).get(part)
+def _load_part(
+    folder: Path, manifest: dict[str, Any], part: str, source: str = CONFIG
+) -> dict[str, torch.Tensor]:
+    entry = (manifest.get("files") or {}).get(part)
     name = entry.get("name") if isinstance(entry, dict) else None
     if not isinstance(name, str) or Path(name).name != name:
-        raise CnnkitError(f"{folder / CONFIG} names no valid {part} file ({entry!r}).")
+        raise CnnkitError(f"{folder / source} names no valid {part} file ({entry!r}).")
     path = folder / name
     if not path.is_file():
-        raise CnnkitError(f"{path} is missing (named by {folder / CONFIG}).")
+        raise CnnkitError(f"{path} is missing (named by {folder / source}).")
     digest = _sha256(path)
     if digest != entry.get("sha256"):
         raise CnnkitError(
             f"{path} is damaged or was changed: its SHA-256 {digest[:12]}... differs from the "
-            f"one recorded in {CONFIG} ({str(entry.get('sha256'))[:12]}...)."
+            f"one recorded in {source} ({str(entry.get('sha256'))[:12]}...)."
         )
     try:
         return load_file(str(path))
@@ -447,17 +476,20 @@ def _load_part(folder: Path, manifest: dict[str, Any], part: str) -> dict[str, t
         raise CnnkitError(f"{path} cannot be read as safetensors: {err}") from None
 
 
-def load_training_state(folder: str | os.PathLike, workflow: Any) -> dict[str, Any]:
+def load_training_state(
+    folder: str | os.PathLike, workflow: Any, manifest_name: str = CONFIG
+) -> dict[str, Any]:
     """Restore a checkpoint written by :func:`save_training_state` into ``workflow``
     (compiled, optimizer created): weights, optimizer, scheduler, grad scaler, shuffle seed
     and RNG states. Returns ``{'epoch', 'history', 'history_epochs', 'extra'}``.
 
     Every file is checked against the SHA-256 in the manifest first; a damaged one is
-    refused with a :class:`CnnkitError` naming it.
+    refused with a :class:`CnnkitError` naming it. ``manifest_name=PREVIOUS`` restores
+    the checkpoint before the last one (kept as a fallback).
     """
     folder = Path(folder)
-    manifest = _read_manifest(folder)
-    tensors = {part: _load_part(folder, manifest, part) for part in _PARTS}
+    manifest = _read_manifest(folder, manifest_name)
+    tensors = {part: _load_part(folder, manifest, part, manifest_name) for part in _PARTS}
     training = manifest["training"]
     net = workflow._net
     optimizer = getattr(workflow, "optimizer", None)
@@ -510,10 +542,9 @@ def load_training_state(folder: str | os.PathLike, workflow: Any) -> dict[str, A
 def find_checkpoint(path: str | os.PathLike) -> Path:
     """The checkpoint to resume from: ``path/last`` (``ModelCheckpoint``'s), else ``path``."""
     folder = Path(path)
-    if (folder / "last" / CONFIG).is_file():
-        return folder / "last"
-    if (folder / CONFIG).is_file():
-        return folder
+    for candidate in (folder / "last", folder):
+        if (candidate / CONFIG).is_file() or (candidate / PREVIOUS).is_file():
+            return candidate
     raise CnnkitError(
         f"resume_from={str(path)!r} holds no checkpoint: expected {folder / 'last' / CONFIG} "
         f"(as ModelCheckpoint({str(path)!r}) writes) or {folder / CONFIG}."
@@ -529,7 +560,24 @@ def resume_training(workflow: Any, path: str | os.PathLike, history: Any) -> int
     """``fit(resume_from=path)``: restore the last checkpoint under ``path`` into
     ``workflow`` and ``history``; returns the epoch to continue from."""
     folder = find_checkpoint(path)
-    info = load_training_state(folder, workflow)
+    try:
+        info = load_training_state(folder, workflow)
+    except CnnkitError as err:
+        if not (folder / PREVIOUS).is_file():
+            raise
+        try:
+            info = load_training_state(folder, workflow, PREVIOUS)
+        except CnnkitError as err2:
+            raise CnnkitError(
+                f"Cannot resume from {folder}: the last checkpoint is unusable ({err}) and so is "
+                f"the previous one ({err2})."
+            ) from None
+        log.warning(
+            "%s; resuming from the previous checkpoint (%s, after epoch %d) instead",
+            err,
+            folder / PREVIOUS,
+            info["epoch"] + 1,
+        )
     history.history = {k: list(v) for k, v in info["history"].items()}
     history.epoch = list(info["history_epochs"])
     log.info("resuming from %s after epoch %d", folder, info["epoch"] + 1)

@@ -92,9 +92,16 @@ class InMemory:
 
 @dataclass
 class Loader:
-    """A Dataset or DataLoader, iterated as given."""
+    """A Dataset or DataLoader, iterated as given.
+
+    A Dataset gets a DataLoader with ``pin_memory`` (set by ``fit``/``evaluate`` when
+    training on CUDA, so host-to-device copies can overlap) and ``num_workers``
+    worker processes (default 0: the Dataset need not be picklable).
+    """
 
     source: Dataset | DataLoader
+    pin_memory: bool = False
+    num_workers: int = 0
 
     def __len__(self) -> int:
         src = self.source.dataset if isinstance(self.source, DataLoader) else self.source
@@ -106,8 +113,23 @@ class Loader:
         if shuffle and generator is not None:
             # the order InMemory and DistributedSampler (seed + epoch) draw: randperm(n, generator)
             order = torch.randperm(len(self.source), generator=generator).tolist()  # type: ignore[arg-type]
-            return DataLoader(self.source, batch_size=batch_size, sampler=order)
-        return DataLoader(self.source, batch_size=batch_size, shuffle=shuffle, generator=generator)
+            return DataLoader(self.source, batch_size=batch_size, sampler=order, **self._options())
+        return DataLoader(
+            self.source,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            **self._options(),
+        )
+
+    def _options(self) -> dict:
+        opts: dict = {}
+        if self.pin_memory:
+            opts["pin_memory"] = True
+        if self.num_workers:
+            opts["num_workers"] = self.num_workers
+            opts["persistent_workers"] = True
+        return opts
 
     def batches(self, batch_size: int, shuffle: bool, generator=None) -> Iterator[tuple]:
         for batch in self._loader(batch_size, shuffle, generator):
@@ -137,13 +159,19 @@ class Loader:
                 f"validation_split={fraction} leaves {n - n_val} training and {n_val} validation "
                 f"samples out of {n}; choose a fraction that keeps both non-empty."
             )
-        return Loader(Subset(self.source, range(n - n_val))), Loader(
-            Subset(self.source, range(n - n_val, n))
+        opts = {"pin_memory": self.pin_memory, "num_workers": self.num_workers}
+        return Loader(Subset(self.source, range(n - n_val)), **opts), Loader(
+            Subset(self.source, range(n - n_val, n)), **opts
         )
 
 
-def make_source(x: Any, y: Any = None, *, what: str = "x") -> InMemory | Loader:
-    """Wrap the user's data; checks lengths and emptiness."""
+def make_source(
+    x: Any, y: Any = None, *, what: str = "x", pin_memory: bool = False
+) -> InMemory | Loader:
+    """Wrap the user's data; checks lengths and emptiness.
+
+    ``pin_memory`` applies to Datasets (their DataLoader); in-memory tensors are sliced.
+    """
     if x is None:
         raise ConfigError(f"{what} is required: pass arrays, tensors, a Dataset or a DataLoader.")
     if isinstance(x, (Dataset, DataLoader)):
@@ -151,7 +179,7 @@ def make_source(x: Any, y: Any = None, *, what: str = "x") -> InMemory | Loader:
             raise ConfigError(
                 "y must be None when x is a Dataset or DataLoader (it yields the targets)."
             )
-        src: InMemory | Loader = Loader(x)
+        src: InMemory | Loader = Loader(x, pin_memory=pin_memory)
     else:
         if isinstance(x, Sequence) and len(x) == 2 and y is None and not isinstance(x, str):
             x, y = x  # (x, y) tuples, as validation_data
@@ -161,5 +189,7 @@ def make_source(x: Any, y: Any = None, *, what: str = "x") -> InMemory | Loader:
             raise ShapeError(f"x has {len(xt)} samples but y has {_length(yt)}; they must match.")
         src = InMemory(xt, yt)
     if len(src) == 0:
-        raise ConfigError(f"{what} is empty (0 samples); nothing to train or evaluate on.")
+        raise ConfigError(
+            f"{what} is empty (0 samples); nothing to train or evaluate on; pass at least one sample."
+        )
     return src

@@ -21,14 +21,23 @@ process: ``cuda:LOCAL_RANK``) and returns a :class:`DistContext`. With it the wo
 
 Without a torchrun environment (or with ``WORLD_SIZE=1``) nothing of this happens: no
 process group, no wrapper, the same batches as always.
+
+When a worker dies (killed, out of memory), the others do not hang: collectives time out
+after ``CNNKIT_DIST_TIMEOUT`` seconds (default 300), a lost peer or torchrun's SIGTERM
+ends each surviving rank with one clear line on stderr (``cnnkit: rank R of W stopped:
+...``) and exit status 1, and the run continues from its last checkpoint with
+``fit(resume_from=...)`` / ``cnnkit train --resume``.
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime
 import logging
 import math
 import os
+import signal
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -203,10 +212,75 @@ def setup_distributed(device: torch.device) -> DistContext:
         raise ConfigError(f"RANK must be in [0, {world}) for WORLD_SIZE={world}; received {rank}.")
     device = _local_device(device, local)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=_timeout_s()),
+    )
     atexit.register(_destroy)
+    _install_failure_reporting(rank, world)
     log.info("process group started: rank %d of %d (%s, %s)", rank, world, backend, device)
     return DistContext(rank, world, local, device)
+
+
+def _timeout_s() -> float:
+    raw = os.environ.get("CNNKIT_DIST_TIMEOUT", "300")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(
+            f"CNNKIT_DIST_TIMEOUT must be a positive number of seconds; received {raw!r}."
+        )
+    return value
+
+
+_RESUME_HINT = (
+    "the last checkpoint is intact; continue with fit(resume_from=...) or cnnkit train --resume"
+)
+
+
+def _stopped(rank: int, world: int, why: str) -> None:
+    line = f"cnnkit: rank {rank} of {world} stopped: {why}; {_RESUME_HINT}.\n"
+    try:
+        os.write(2, line.encode())
+    except OSError:
+        pass
+
+
+def _is_peer_failure(err: BaseException) -> bool:
+    dist_error = getattr(dist, "DistError", ())
+    text = str(err).lower()
+    return isinstance(err, dist_error) or (
+        isinstance(err, RuntimeError)
+        and any(k in text for k in ("gloo", "connection closed", "connection reset", "timed out"))
+    )
+
+
+def _install_failure_reporting(rank: int, world: int) -> None:
+    """One clear line on stderr when another worker dies (instead of a hang or a deep
+    traceback), then exit status 1 so torchrun reports the failure."""
+    previous_hook = sys.excepthook
+
+    def hook(kind, err, tb):
+        if _is_peer_failure(err):
+            _stopped(rank, world, f"lost contact with another worker ({str(err).splitlines()[0]})")
+            os._exit(1)
+        previous_hook(kind, err, tb)
+
+    sys.excepthook = hook
+
+    def on_term(signum, frame):
+        _stopped(rank, world, "torchrun ended this worker because another worker failed")
+        os._exit(1)
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: keep the default
+        pass
 
 
 def _destroy() -> None:

@@ -27,6 +27,8 @@ from cnnkit.train.callbacks import CallbackList
 from cnnkit.train.checkpoint import resume_training
 from cnnkit.train.data import InMemory, Loader, as_input_tensor, make_source
 from cnnkit.train.distributed import SINGLE, DistContext, build_step_modules, setup_distributed
+from cnnkit.train.fastpath import configure as configure_fast_path
+from cnnkit.train.fastpath import enabled_by_env, make_adam, optimizer_description
 from cnnkit.train.heads import OutputHead, emit_logits, trace_heads
 from cnnkit.train.precision import Precision, resolve_device, resolve_precision
 from cnnkit.train.progress import ProgressBar
@@ -60,17 +62,17 @@ class History:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
 
 
-def _make_optimizer(spec: Any, params, lr: float | None) -> torch.optim.Optimizer:
+def _make_optimizer(
+    spec: Any, params, lr: float | None, fused: bool = True
+) -> torch.optim.Optimizer:
     if isinstance(spec, torch.optim.Optimizer):
         return spec
     if callable(spec) and not isinstance(spec, str):
         return spec(params)
     name = str(spec).lower()
     params = list(params)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr or 1e-3, foreach=True)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr or 1e-3, foreach=True)
+    if name in ("adam", "adamw"):  # fast path: fused=True where supported, else foreach
+        return make_adam(params, lr or 1e-3, weight_decay_decoupled=name == "adamw", fused=fused)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr or 0.01, momentum=0.0, foreach=True)
     if name == "rmsprop":
@@ -115,6 +117,12 @@ class Workflow:
 
         return save_model(self._net, directory, overwrite=overwrite)
 
+    def export_onnx(self, path, input_shape=None, example_input=None, check=True, atol=1e-4):
+        """Write an ONNX file checked against onnxruntime; see :func:`cnnkit.train.export.export_onnx`."""
+        from cnnkit.train.export import export_onnx
+
+        return export_onnx(self._net, path, input_shape, example_input, check=check, atol=atol)
+
     # ----------------------------------------------------------------- compile
 
     def compile(
@@ -130,8 +138,14 @@ class Workflow:
         learning_rate: float | None = None,
         sync_batchnorm: bool = False,
         channels_last: bool | str = "auto",
+        fast_path: bool = True,
     ) -> Model:
         """Choose optimizer, loss(es), metrics, device and precision.
+
+        ``fast_path=True`` (default; environment ``CNNKIT_FASTPATH=0`` turns it off)
+        applies :func:`cnnkit.train.fastpath.configure` (glibc allocator thresholds, flush
+        denormals) and builds ``'adam'``/``'adamw'`` with ``fused=True`` where supported.
+        What was chosen is logged by ``fit`` and kept in ``model.runtime_choices``.
 
         ``loss`` may be a list (one per model output) with ``loss_weights``.
         ``sync_batchnorm=True`` turns batch-norm layers into ``SyncBatchNorm`` when the
@@ -175,6 +189,16 @@ class Workflow:
         self._memory_format: torch.memory_format | None = None
         self.__dict__["_step_module_ref"] = self.__dict__["_eval_module_ref"] = None
         self._heads: list[OutputHead] | None = None
+        self._fast_path = bool(fast_path) and enabled_by_env()
+        fast = configure_fast_path() if self._fast_path else None
+        self.runtime_choices: dict[str, Any] = {
+            "device": str(self.device),
+            "precision": self.precision.name,
+            "memory_format": "undecided (first fit/evaluate)",
+            "fast_path": fast.as_dict() if fast is not None else {"enabled": False},
+            "optimizer": None,
+            "jit_compile": bool(jit_compile),
+        }
         self._compiled = True
         log.info("compiled on %s with precision %s", self.device, self.precision.name)
         return self
@@ -231,7 +255,17 @@ class Workflow:
             step, ev = build_step_modules(self._net, self._dist, self._jit, self._sync_batchnorm)
             self.__dict__["_step_module_ref"], self.__dict__["_eval_module_ref"] = step, ev
         if self.optimizer is None:
-            self.optimizer = _make_optimizer(self._optimizer_spec, self._net.parameters(), self._lr)
+            self.optimizer = _make_optimizer(
+                self._optimizer_spec,
+                self._net.parameters(),
+                self._lr,
+                fused=getattr(self, "_fast_path", True),
+            )
+        choices = self.__dict__.get("runtime_choices")
+        if choices is not None:
+            fmt = self._memory_format
+            choices["memory_format"] = str(fmt).replace("torch.", "") if fmt else "contiguous"
+            choices["optimizer"] = optimizer_description(self.optimizer)
         if self.scheduler is None and self._lr_schedule is not None:  # also for optimizer instances
             self.scheduler = (
                 self._lr_schedule(self.optimizer)
@@ -241,7 +275,24 @@ class Workflow:
 
     # ----------------------------------------------------------------- one step
 
+    def _split_aux(self, out: Any) -> tuple[Any, list[tuple[torch.Tensor, float]]]:
+        """Auxiliary-output protocol: a module with a non-empty ``aux_loss_weights``
+        (one float per auxiliary output, e.g. GoogLeNet's ``(0.3, 0.3)``) returns ``(main,
+        aux_1, ..., aux_k)`` in training mode and ``main`` alone in eval mode. The
+        auxiliary outputs are logits of the same task as ``main`` (a single output):
+        ``_loss`` adds ``w_i * loss(aux_i, y)``, metrics see ``main`` only."""
+        weights = getattr(self._net, "aux_loss_weights", ())
+        if (
+            not weights
+            or not isinstance(out, (tuple, list))
+            or len(out) != 1 + len(weights)
+            or len(self._heads) != 1
+        ):
+            return out, []
+        return out[0], list(zip(out[1:], weights))
+
     def _loss(self, out: Any, y: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out, aux = self._split_aux(out)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         ys = y if isinstance(y, tuple) else (y,)
         if len(ys) != len(outs):
@@ -258,6 +309,12 @@ class Workflow:
             value = fn(logits if on_logits else act, t)
             total = value * w if total is None else total + value * w
             activated.append(act)
+        for a, w in aux:  # e.g. GoogLeNet: CE(logits) + 0.3 * (CE(aux2) + CE(aux1))
+            logits = a.float()
+            value = self._loss_fns[0](
+                logits if self._loss_on_logits[0] else self._heads[0].activate(logits), ys[0]
+            )
+            total = total + value * w
         return total, activated
 
     def _update_metrics(self, activated: list[torch.Tensor], y: Any) -> None:
@@ -307,12 +364,13 @@ class Workflow:
             raise ConfigError(f"validation_split must be in [0, 1); received {validation_split}.")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive; received {batch_size}.")
-        train = make_source(x, y)
+        pin = self.device.type == "cuda"  # Datasets: pinned batches overlap the copy
+        train = make_source(x, y, pin_memory=pin)
         val = None
         if validation_split > 0:
             train, val = train.split(validation_split)
         if validation_data is not None:
-            val = make_source(validation_data, what="validation_data")
+            val = make_source(validation_data, what="validation_data", pin_memory=pin)
         first_x = next(iter(train.batches(2, False)))[0]
         self._prepare(first_x)
         train = self._dist.shard(train)  # torchrun: this rank's share of every epoch
@@ -323,6 +381,7 @@ class Workflow:
         self.stop_training = False
         self._shuffle_seed = int(torch.randint(0, 2**62, (1,)).item())
         self._resume_from = resume_from
+        log.info("fit: %s", _describe_choices(getattr(self, "runtime_choices", {})))
         callbacks.on_train_begin()
         if resume_from is not None:  # weights, optimizer, schedule, history, seed, RNG
             initial_epoch = resume_training(self, resume_from, history)
@@ -388,7 +447,11 @@ class Workflow:
     ) -> dict[str, float]:
         """Loss and metrics on data: ``{'loss': ..., 'accuracy': ...}``."""
         self._require_compiled()
-        src = _source if _source is not None else make_source(x, y)
+        src = (
+            _source
+            if _source is not None
+            else make_source(x, y, pin_memory=self.device.type == "cuda")
+        )
         if self._heads is None:
             self._prepare(next(iter(src.batches(2, False)))[0])
         src = self._dist.shard(src, pad=False)  # torchrun: each sample on one rank
@@ -455,6 +518,21 @@ class Model(Workflow, nn.Module):
         from cnnkit.layers.summary import summary
 
         return summary(self.module, input_shape=input_shape, print_fn=print_fn)
+
+
+def _describe_choices(choices: dict[str, Any]) -> str:
+    """``precision fp32, memory format contiguous, fast path on (...), optimizer ...``."""
+    fast = choices.get("fast_path", {})
+    fast_text = (
+        f"on (allocator: {fast.get('allocator')}, flush denormal: {fast.get('flush_denormal')})"
+        if fast.get("enabled")
+        else "off"
+    )
+    return (
+        f"device {choices.get('device')}, precision {choices.get('precision')}, memory format "
+        f"{choices.get('memory_format')}, fast path {fast_text}, optimizer "
+        f"{choices.get('optimizer')}, jit_compile {choices.get('jit_compile')}"
+    )
 
 
 def _to_device(y: Any, device: torch.device) -> Any:

@@ -3,6 +3,11 @@
 ``precision='auto'`` picks bf16 autocast on CPUs with native bf16 matrix units
 (AMX-BF16 or AVX-512-BF16), AMP (fp16, or bf16 where supported) on CUDA, and fp32
 everywhere else. Losses and metrics are computed in fp32.
+
+Without native bf16 units, bf16 autocast is emulated and slower than fp32: on an AVX2-only
+AMD EPYC a 512x512 bf16 matmul ran at about 1 GFLOP/s against about 70 in fp32, and
+training the decks' CNNs 10-20x slower (``bench/run.py``, BENCHMARKS.md), which is why
+``'auto'`` keeps fp32 there. ``precision='bf16'`` still forces it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,146 @@
+"""Recipes: the YAML run configurations shipped in ``cnnkit/cli/recipes/``.
+
+A config is a mapping with the keys below (a recipe is a config shipped with cnnkit)::
+
+    name: digits-lenet5
+    description: LeNet-5 on scikit-learn's digits
+    task: classification            # classification | segmentation | localization | instance
+    seed: 0
+    dataset: {name: digits, args: {size: 32}}
+    model: {name: lenet5, args: {}}
+    compile: {optimizer: adam, learning_rate: 0.001,
+              loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+    fit: {epochs: 12, batch_size: 32, validation_split: 0.1}
+    reference: "seed 004: 66.5% test accuracy"   # the decks' figure, for reports
+
+Unknown keys are errors (with a did-you-mean), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnkit._core.errors import ConfigError, did_you_mean
+
+RECIPE_DIR = Path(__file__).with_name("recipes")
+
+TASKS = ("classification", "segmentation", "localization", "instance")
+TOP_KEYS = (
+    "name",
+    "description",
+    "task",
+    "seed",
+    "dataset",
+    "model",
+    "compile",
+    "fit",
+    "reference",
+)
+#: keys a run folder's config.yaml adds; a run's config can be trained again
+RUN_KEYS = ("command", "run", "resumed_with")
+SECTION_KEYS = {
+    "dataset": ("name", "args"),
+    "model": ("name", "args"),
+    "compile": ("optimizer", "loss", "metrics", "learning_rate", "loss_weights"),
+    "fit": ("epochs", "batch_size", "validation_split"),
+}
+REQUIRED = ("task", "dataset", "model", "compile", "fit")
+
+
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes, sorted."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read the config {str(path)!r}: {err.strerror}.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path} must hold a mapping with keys {', '.join(REQUIRED)}; "
+            f"found a {type(data).__name__}."
+        )
+    return data
+
+
+def _unknown(where: str, keys, allowed) -> None:
+    for key in keys:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown key {key!r} in {where}; expected one of "
+                f"{', '.join(repr(a) for a in allowed)}.{did_you_mean(str(key), allowed)}"
+            )
+
+
+def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check keys and types of a config; returns a deep copy with defaults filled in."""
+    config = {k: copy.deepcopy(v) for k, v in config.items() if k not in RUN_KEYS}
+    _unknown(f"{source}", config, TOP_KEYS)
+    for key in REQUIRED:
+        if key not in config:
+            raise ConfigError(f"{source} has no {key!r} section; it needs {', '.join(REQUIRED)}.")
+    task = config["task"]
+    if task not in TASKS:
+        raise ConfigError(
+            f"{source}: unknown task {task!r}; expected one of {', '.join(TASKS)}."
+            + did_you_mean(str(task), TASKS)
+        )
+    for section, allowed in SECTION_KEYS.items():
+        value = config[section]
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{source}: {section!r} must be a mapping with keys {', '.join(allowed)}; "
+                f"received {value!r}."
+            )
+        _unknown(f"{source} section {section!r}", value, allowed)
+    for section in ("dataset", "model"):
+        if not isinstance(config[section].get("name"), str):
+            raise ConfigError(f"{source}: {section}.name must be a name; received "
+                              f"{config[section].get('name')!r}.")  # fmt: skip
+        args = config[section].setdefault("args", {}) or {}
+        if not isinstance(args, dict):
+            raise ConfigError(f"{source}: {section}.args must be a mapping; received {args!r}.")
+        config[section]["args"] = args
+    if "loss" not in config["compile"] and task != "instance":
+        raise ConfigError(
+            f"{source}: compile.loss is required (e.g. sparse_categorical_crossentropy)."
+        )
+    fit = config["fit"]
+    fit.setdefault("epochs", 1)
+    fit.setdefault("batch_size", 32)
+    fit.setdefault("validation_split", 0.0)
+    for key in ("epochs", "batch_size"):
+        if isinstance(fit[key], bool) or not isinstance(fit[key], int) or fit[key] < 1:
+            raise ConfigError(f"{source}: fit.{key} must be a positive int; received {fit[key]!r}.")
+    vs = fit["validation_split"]
+    if not isinstance(vs, int | float) or not 0 <= vs < 1:
+        raise ConfigError(f"{source}: fit.validation_split must be in [0, 1); received {vs!r}.")
+    config.setdefault("seed", 0)
+    config.setdefault("name", Path(source).stem)
+    return config
+
+
+def load_config(spec: str) -> dict[str, Any]:
+    """A recipe name (``digits-lenet5``) or a path to a YAML config, validated."""
+    path = Path(spec)
+    if spec.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"config file {spec!r} does not exist.")
+        return validate(_read_yaml(path), str(path))
+    names = list_recipes()
+    if spec not in names:
+        raise ConfigError(
+            f"unknown recipe {spec!r}; expected one of {', '.join(names)} or a path to a "
+            f"YAML config.{did_you_mean(spec, names)}"
+        )
+    return validate(_read_yaml(RECIPE_DIR / f"{spec}.yaml"), spec)

@@ -1,0 +1,151 @@
+"""The run folder a ``cnnkit train`` leaves behind.
+
+runs/<recipe>-<timestamp>/
+    config.yaml          resolved config + the exact command
+    model.safetensors    final weights  } cnnkit.load(run_folder)
+    model.json           architecture   }
+    checkpoints/         ModelCheckpoint: last/ and best/ (fit(resume_from=...))
+    metrics.json         {"test": {...}, "val": {...}, per-class scores, confusion matrix}
+    history.csv          one row per epoch (CSVLogger)
+    summary.txt          the model's layer table
+    environment.json     versions, device, precision, memory format, threads
+    tensorboard/         TensorBoard events (when tensorboard is installed)
+    plots/               learning curves, confusion matrix, overlays, CAMs
+    report.html          everything above on one page (cnnkit.report)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnkit._core.errors import CnnkitError
+
+log = logging.getLogger("cnnkit.cli")
+
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+CHECKPOINTS = "checkpoints"
+PLOTS = "plots"
+
+
+def default_run_dir(name: str, base: str | os.PathLike = "runs") -> Path:
+    """``runs/<name>-<YYYYmmdd-HHMMSS>``, with a counter suffix if that exists already."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(base) / f"{name}-{stamp}"
+    k = 2
+    while path.exists():
+        path = Path(base) / f"{name}-{stamp}-{k}"
+        k += 1
+    return path
+
+
+def prepare(out: str | os.PathLike | None, name: str, resume: bool) -> Path:
+    """The run folder to write: refuses to reuse a folder unless resuming it."""
+    if resume:
+        if out is None:
+            raise CnnkitError("--resume continues the run in --out; pass --out runs/NAME.")
+        path = Path(out)
+        if not (path / CONFIG).is_file():
+            raise CnnkitError(
+                f"--resume: {str(path)!r} holds no run ({CONFIG} is missing); pass the folder "
+                "of an earlier `cnnkit train` run, or drop --resume to start a new one."
+            )
+        return path
+    path = Path(out) if out is not None else default_run_dir(name)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise CnnkitError(
+            f"the run folder {str(path)!r} already exists; pass --resume to continue that run "
+            "or a new --out to start another (cnnkit never overwrites a run)."
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_config(run: str | os.PathLike) -> dict[str, Any]:
+    """The resolved config of a finished (or interrupted) run."""
+    path = Path(run) / CONFIG
+    if not path.is_file():
+        raise CnnkitError(
+            f"{str(run)!r} is not a cnnkit run folder ({CONFIG} is missing); pass a folder "
+            "written by `cnnkit train` or `cnnkit demo`."
+        )
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise CnnkitError(f"{path} does not hold a config mapping.")
+    return data
+
+
+def write_config(run: Path, config: dict[str, Any], argv: list[str]) -> None:
+    body = dict(config)
+    body["command"] = " ".join(["cnnkit", *argv])
+    (run / CONFIG).write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def environment(model: Any) -> dict[str, Any]:
+    """Versions and the runtime choices ``compile``/``fit`` made."""
+    import numpy
+    import torch
+
+    from cnnkit._core import __version__
+
+    choices = dict(getattr(model, "runtime_choices", {}) or {})
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cnnkit": __version__,
+        "device": choices.get("device"),
+        "precision": choices.get("precision"),
+        "memory_format": choices.get("memory_format"),
+        "optimizer": choices.get("optimizer"),
+        "fast_path": choices.get("fast_path"),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def write_summary(run: Path, module: Any, input_shape: tuple[int, ...]) -> str:
+    from cnnkit.layers.summary import summary
+
+    lines: list[str] = []
+    try:
+        summary(module, input_shape=input_shape, print_fn=lines.append)
+    except CnnkitError as err:  # a summary must never fail a finished training
+        lines = [f"(no summary: {err})"]
+    text = "\n".join(lines) + "\n"
+    (run / "summary.txt").write_text(text, encoding="utf-8")
+    return text
+
+
+def write_report(run: Path, title: str) -> Path | None:
+    """``report.html`` via :func:`cnnkit.report.write_run_report`; a failure is logged,
+    never raised: the trained model and its metrics are already on disk."""
+    from cnnkit.report import write_run_report
+
+    try:
+        return Path(write_run_report(run, title=title))
+    except (CnnkitError, OSError, ValueError) as err:
+        log.warning("report.html could not be written: %s", err)
+        return None
