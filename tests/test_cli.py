@@ -289,6 +289,7 @@ def test_recipes_run_end_to_end_on_tiny_settings(recipe, extra, keys, tmp_path, 
         _tiny_csv(tmp_path / "data")
         extra = ["--data-dir", str(tmp_path / "data")]
     if recipe == "mnist1d-cnn":  # a config file: generate 200 series, not the recipe's 5,000
+        pytest.importorskip("mnist1d", reason="the optional 'mnist1d' package is not installed")
         from cnnkit.cli.recipes import RECIPE_DIR
 
         config = yaml.safe_load((RECIPE_DIR / f"{recipe}.yaml").read_text())
