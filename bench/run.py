@@ -79,9 +79,9 @@ STATIC_NOTES = [
     "and the bf16 matmul rate. The issue's bf16-based ratio targets (2.5x, 2.3x, 1.8x, "
     "3x over Keras, 3x predict) assume AMX and cannot be met here; they are listed "
     "as measured, not met.",
-    "`channels_last='auto'` switches conv nets to channels-last only with bf16 "
-    "autocast or on CUDA; the 'hand fp32+CL' column shows what channels-last does in "
-    "fp32 on this CPU (mixed: compare it with 'hand fp32').",
+    "`channels_last='auto'` stores 2D/3D conv nets channels-last on CPU and CUDA, in "
+    "fp32 too (oneDNN's preferred layout): compare the 'hand fp32+CL' column with "
+    "'hand fp32'.",
     "`jit_compile=True` (torch.compile) stays opt-in and is not in this table.",
 ]
 

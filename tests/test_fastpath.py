@@ -240,8 +240,10 @@ def test_runtime_choices_are_logged_and_exposed(caplog):
     choices = model.runtime_choices
     expected = "bf16" if cpu_has_native_bf16() else "fp32"
     assert choices["precision"] == expected
-    # 'auto' channels-last follows bf16 autocast on CPU
-    assert choices["memory_format"] == ("channels_last" if expected == "bf16" else "contiguous")
+    # 'auto' stores a 2D conv net channels-last on CPU (oneDNN's preferred layout)
+    assert choices["memory_format"] == "channels_last"
+    kernel = next(p for p in model.parameters() if p.dim() == 4)  # the Conv2D's (4, 1, 3, 3)
+    assert kernel.is_contiguous(memory_format=torch.channels_last)
     assert choices["fast_path"]["enabled"] is True
     assert f"precision {expected}" in caplog.text and "fast path on" in caplog.text
 

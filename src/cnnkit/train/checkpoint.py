@@ -514,6 +514,7 @@ def load_training_state(
         optimizer.load_state_dict(_decode(saved_opt["state"], tensors["optimizer"], opt_file))
     except (ValueError, KeyError, RuntimeError) as err:
         raise CnnkitError(f"{opt_file} does not fit this optimizer: {err}") from None
+    _match_param_layout(optimizer)
     saved_sched, scheduler = training.get("scheduler"), getattr(workflow, "scheduler", None)
     if saved_sched is not None:
         if scheduler is None or type(scheduler).__name__ != saved_sched["class"]:
@@ -582,3 +583,18 @@ def resume_training(workflow: Any, path: str | os.PathLike, history: Any) -> int
     history.epoch = list(info["history_epochs"])
     log.info("resuming from %s after epoch %d", folder, info["epoch"] + 1)
     return info["epoch"] + 1
+
+
+def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give restored per-parameter state (Adam's moments, momentum buffers) its parameter's
+    memory format: safetensors stores them contiguous, and a channels-last parameter with a
+    contiguous moment takes another (equally exact but differently rounded) kernel path, so
+    a resumed run would drift from the uninterrupted one in the last bit."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if (
+                isinstance(value, torch.Tensor)
+                and value.shape == param.shape
+                and value.stride() != param.stride()
+            ):
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
