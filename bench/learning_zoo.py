@@ -12,9 +12,10 @@ TASK is one of:
   foreground (membrane) IoU on the full 512x512 held-out slices.
 - ``shapes``: ``unet_small`` on ``shapes(task='segmentation')`` (384 images of 64x64 RGB,
   3 epochs; foreground = any shape), pixel accuracy and foreground IoU on 128 new images.
-- ``localizer``: seed 001's localizer (small backbone, 16-32-64 maps, no batch norm) on
-  ``localization_mnist`` (3,000 images, 64x64 canvas, 28x28 digits, 10 epochs), losses
-  [sparse CE, MSE] with weights [0.8, 0.2]; accuracy and mean box IoU (torchvision
+- ``localizer``: seed 001's localizer (``'small'`` backbone: 16-32-64-128 maps, batch
+  norm, 64x64 -> 4x4 maps, GAP, two dense heads) on ``localization_mnist`` (3,000 images,
+  64x64 canvas, 28x28 digits), losses [sparse CE, MSE] with weights [0.8, 0.2], Adam 3e-3
+  with cosine decay over 20 epochs, batch 32; accuracy and mean box IoU (torchvision
   ``box_iou``) on 1,000 new images, beside the IoU of always predicting the mean box.
 - ``char_cnn``: ``char_cnn('small', length=128)`` (Adam 1e-4, dropout 0.5) on synthetic
   topic texts (1,200 train / 500 test, 5 epochs): which of four keywords recurs among
@@ -145,10 +146,13 @@ def run_localizer(seed: int, minutes: float) -> dict:
     xt, lt, bt = synthetic.localization_mnist(1000, canvas=canvas, seed=seed + 1000)
     torch.manual_seed(seed)
     net = create("localizer", backbone="small", num_classes=10, in_channels=1,
-                 input_size=canvas, backbone_kwargs={"base_filters": 16})  # fmt: skip
+                 input_size=canvas, backbone_kwargs={"base_filters": 16, "batch_norm": True})  # fmt: skip
     model = cnnkit.Model(net)
-    compile_(model, ["sparse_categorical_crossentropy", "mse"], 1e-3, loss_weights=[0.8, 0.2])
-    model.fit(x, (labels, boxes / canvas), batch_size=32, epochs=10, verbose=0)
+    epochs = 20  # 10 give mean box IoU 0.65-0.67: the 0.8-weighted class loss drives the
+    # shared features, so the box (0.94 when trained alone) improves slowly
+    compile_(model, ["sparse_categorical_crossentropy", "mse"], 3e-3, loss_weights=[0.8, 0.2],
+             lr_schedule=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs))  # fmt: skip
+    model.fit(x, (labels, boxes / canvas), batch_size=32, epochs=epochs, verbose=0)
     probs, pred = model.predict(xt)
     iou = torchvision.ops.box_iou(torch.as_tensor(pred) * canvas, bt).diagonal()
     mean_box = boxes.mean(0, keepdim=True).expand(len(bt), 4)

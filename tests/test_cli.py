@@ -219,6 +219,30 @@ def test_yaml_config_file(tmp_path, capsys):
     assert code == 2 and "'fitt'" in err and "Did you mean 'fit'" in err
 
 
+def test_lr_schedule_in_a_config(tmp_path, capsys):
+    """compile.lr_schedule: cosine over the run's epochs (after --epochs), checked against
+    torch's CosineAnnealingLR on the same optimizer; bad names are explained."""
+    from cnnkit.cli.recipes import RECIPE_DIR, load_config
+    from cnnkit.cli.training import lr_schedule
+
+    config = yaml.safe_load((RECIPE_DIR / "digits-lenet5.yaml").read_text())
+    config["compile"]["lr_schedule"] = {"name": "cosine"}
+    config["fit"]["epochs"] = 4
+    path = tmp_path / "cos.yaml"
+    path.write_text(yaml.safe_dump(config))
+    schedule = lr_schedule(load_config(str(path)))
+    ours = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    ref = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched, ref_sched = schedule(ours), torch.optim.lr_scheduler.CosineAnnealingLR(ref, 4)
+    for _ in range(4):
+        ours.step(), ref.step(), sched.step(), ref_sched.step()
+        assert ours.param_groups[0]["lr"] == pytest.approx(ref.param_groups[0]["lr"])
+    config["compile"]["lr_schedule"] = {"name": "cosin"}
+    path.write_text(yaml.safe_dump(config))
+    code, _, err = run(["train", str(path), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "'cosin'" in err and "Did you mean 'cosine'" in err
+
+
 def test_bad_recipe_and_dataset_names_suggest(capsys):
     code, _, err = run(["train", "digits-lenet"], capsys)
     assert code == 2

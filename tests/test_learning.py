@@ -283,22 +283,33 @@ def test_unet_small_segments_synthetic_shapes(one_thread):
 
 
 def test_localizer_learns_localization_mnist(one_thread):
-    """Seed 001's two-headed net (small backbone, global average pooling) with its losses
-    [sparse CE, MSE] weighted [0.8, 0.2]. The class head learns within seconds; the box head
-    of a GAP network does not get past the mean box in so few steps (bench/learning_zoo.py
-    localizer), so the box check is that boxes are sensible (at the mean-box baseline,
-    about 0.35 here) and that cnnkit's mean_box_iou equals torchvision's box_iou."""
+    """Seed 001's two-headed net (default 'small' backbone: batch norm, 32x32 -> 2x2 maps
+    whose receptive field spans the canvas; GAP; softmax + sigmoid heads) learns the class
+    and the box: mean box IoU (torchvision's box_iou) clearly above always predicting the
+    training set's mean box, computed here (about 0.35), and cnnkit's mean_box_iou equals
+    torchvision's. Loss weights: the deck's code notes they "depend on what you care most
+    about"; with its [0.8, 0.2] the class loss dominates the shared backbone's gradient
+    (the MSE of [0, 1] corners is ~100x smaller) and the box needs ~1,000 steps
+    (bench/learning_zoo.py localizer: IoU 0.65-0.67 after 10 epochs at 64x64, 0.72-0.73
+    after 20), more than a test affords, so this short run weights the box loss [0.2, 0.8]."""
     canvas = 32
     x, labels, boxes = synthetic.localization_mnist(512, canvas=canvas, digit_size=16, seed=0)
     xt, lt, bt = synthetic.localization_mnist(256, canvas=canvas, digit_size=16, seed=1)
-    net = create("localizer", backbone="small", num_classes=10, in_channels=1,
-                 input_size=canvas, backbone_kwargs={"base_filters": 16, "batch_norm": True})  # fmt: skip
+    torch.manual_seed(0)
+    net = create("localizer", num_classes=10, in_channels=1, input_size=canvas,
+                 backbone_kwargs={"base_filters": 8})  # fmt: skip
     model = cnnkit.Model(net)
-    _compile(model, ["sparse_categorical_crossentropy", "mse"], 3e-3, loss_weights=[0.8, 0.2])
-    model.fit(x, (labels, boxes / canvas), batch_size=32, epochs=6, verbose=0)
+    epochs = 8
+    _compile(model, ["sparse_categorical_crossentropy", "mse"], 3e-3, loss_weights=[0.2, 0.8],
+             lr_schedule=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs))  # fmt: skip
+    model.fit(x, (labels, boxes / canvas), batch_size=16, epochs=epochs, verbose=0)
     probs, pred = model.predict(xt)
     assert accuracy_score(lt.numpy(), probs.argmax(1)) >= 0.5  # chance 0.1
     pred_px = torch.as_tensor(pred) * canvas
     iou = torchvision.ops.box_iou(pred_px, bt).diagonal()
     assert mean_box_iou(pred_px, bt) == pytest.approx(iou.mean().item(), rel=1e-5)
-    assert iou.mean() >= 0.25
+    mean_box = boxes.mean(0, keepdim=True).expand(len(bt), 4)
+    baseline = torchvision.ops.box_iou(mean_box, bt).diagonal().mean()
+    assert 0.3 <= baseline <= 0.4  # the bar: a box head that learnt nothing scores this
+    assert iou.mean() >= baseline + 0.15  # measured 0.59-0.62 over seeds 0-2
+    assert (iou >= 0.5).float().mean() >= 0.5  # the mean box: 0.16

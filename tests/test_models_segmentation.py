@@ -331,9 +331,18 @@ def test_localizer_two_outputs():
     assert ((boxes > 0) & (boxes < 1)).all()
     small = create("localizer", backbone="small", num_classes=2, in_channels=3, input_size=32)
     assert [t.shape for t in small(torch.rand(2, 3, 32, 32))] == [(2, 2), (2, 4)]
-    # the default backbone is gap_cnn's convolutions without its GAP + Dense head
+    # the default backbone, 'small': 64x64 -> 4x4 maps of 128, and each corner unit of the
+    # last map sees the opposite corner of the image (autograd: its receptive field spans
+    # the canvas), so GAP features can tell where an object is through the zero padding
+    x = torch.rand(1, 1, 64, 64, requires_grad=True)
+    maps = model.backbone.eval()(x)
+    assert maps.shape == (1, 128, 4, 4)
+    (grad,) = torch.autograd.grad(maps[0, :, 0, 0].sum(), x)
+    assert grad[0, 0, 48:, 48:].abs().sum() > 0
+    # a named classifier as backbone: gap_cnn's convolutions without its GAP + Dense head
+    gap = create("localizer", backbone="gap_cnn", num_classes=10, in_channels=1)
     heads = dense_params(256, 10) + dense_params(256, 4)
-    assert n_params(model) == n_params(create("gap_cnn")) - dense_params(256, 10) + heads
+    assert n_params(gap) == n_params(create("gap_cnn")) - dense_params(256, 10) + heads
 
 
 # ------------------------------------------------------------------------ learning
@@ -378,7 +387,8 @@ def test_localizer_learns_a_shape_box():
     x, _, labels, boxes = _shapes(rng, 512, box=True)
     xt, _, lt, bt = _shapes(rng, 200, box=True)
     backbone = {"filters": (16, 32, 64, 64), "strides": (2, 2, 2, 1)}
-    net = create("localizer", num_classes=2, input_size=32, backbone_kwargs=backbone)
+    net = create("localizer", backbone="gap_cnn", num_classes=2, input_size=32,
+                 backbone_kwargs=backbone)  # fmt: skip
     model = cnnkit.Model(net)
     model.compile(optimizer="adam", loss=["sparse_categorical_crossentropy", "mse"],
                   loss_weights=[0.8, 0.2], learning_rate=3e-3)  # fmt: skip

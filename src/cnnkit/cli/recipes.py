@@ -45,7 +45,7 @@ RUN_KEYS = ("command", "run", "resumed_with")
 SECTION_KEYS = {
     "dataset": ("name", "args"),
     "model": ("name", "args"),
-    "compile": ("optimizer", "loss", "metrics", "learning_rate", "loss_weights"),
+    "compile": ("optimizer", "loss", "metrics", "learning_rate", "loss_weights", "lr_schedule"),
     "fit": ("epochs", "batch_size", "validation_split"),
 }
 REQUIRED = ("task", "dataset", "model", "compile", "fit")
@@ -82,6 +82,31 @@ def _unknown(where: str, keys, allowed) -> None:
             )
 
 
+#: ``compile.lr_schedule``: ``{name: cosine}`` (T_max defaults to the run's epochs) or
+#: ``{name: step_decay, args: {boundaries: [8], gamma: 0.1}}``
+SCHEDULES = ("cosine", "step_decay")
+
+
+def _check_schedule(value: Any, source: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ConfigError(
+            f"{source}: compile.lr_schedule must be a mapping like {{name: cosine}} or "
+            f"{{name: step_decay, args: {{boundaries: [8]}}}}; received {value!r}."
+        )
+    _unknown(f"{source} compile.lr_schedule", value, ("name", "args"))
+    if value["name"] not in SCHEDULES:
+        raise ConfigError(
+            f"{source}: unknown lr_schedule {value['name']!r}; expected one of "
+            f"{', '.join(SCHEDULES)}.{did_you_mean(value['name'], SCHEDULES)}"
+        )
+    if not isinstance(value.get("args", {}) or {}, dict):
+        raise ConfigError(
+            f"{source}: compile.lr_schedule.args must be a mapping; received {value['args']!r}."
+        )
+
+
 def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
     """Check keys and types of a config; returns a deep copy with defaults filled in."""
     config = {k: copy.deepcopy(v) for k, v in config.items() if k not in RUN_KEYS}
@@ -115,6 +140,7 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
         raise ConfigError(
             f"{source}: compile.loss is required (e.g. sparse_categorical_crossentropy)."
         )
+    _check_schedule(config["compile"].get("lr_schedule"), source)
     fit = config["fit"]
     fit.setdefault("epochs", 1)
     fit.setdefault("batch_size", 32)

@@ -58,6 +58,22 @@ def build_model(config: dict[str, Any], data: TaskData):
     return Model(create(config["model"]["name"], **kwargs)), kwargs
 
 
+def lr_schedule(config: dict[str, Any]):
+    """The recipe's ``compile.lr_schedule`` as a cnnkit schedule (None without one)."""
+    spec = config["compile"].get("lr_schedule")
+    if not spec:
+        return None
+    from cnnkit.train import schedules
+
+    args = dict(spec.get("args") or {})
+    if spec["name"] == "cosine":
+        args.setdefault("T_max", int(config["fit"]["epochs"]))
+    try:
+        return getattr(schedules, spec["name"])(**args)
+    except TypeError as err:
+        raise ConfigError(f"compile.lr_schedule {spec!r}: {err}") from None
+
+
 def compile_model(model, config: dict[str, Any], device: str, precision: str):
     c = config["compile"]
     model.compile(
@@ -66,6 +82,7 @@ def compile_model(model, config: dict[str, Any], device: str, precision: str):
         metrics=c.get("metrics", []),
         loss_weights=c.get("loss_weights"),
         learning_rate=c.get("learning_rate"),
+        lr_schedule=lr_schedule(config),
         device=device,
         precision=precision,
     )
