@@ -114,6 +114,34 @@ def test_cross_boundary_anchors_get_no_label():
     np.testing.assert_array_equal(labels.numpy(), expect)
 
 
+@pytest.mark.parametrize("border", [0.0, None])
+def test_anchor_shapes_never_labelled_in_training_propose_nothing(border):
+    # 48 x 48 image, stride 16 (3 x 3 map), anchors of 16 and 64 pixels: a 64-pixel anchor
+    # is cross-boundary everywhere, so with allowed_border=0 training never labels it; the
+    # head below scores it highest (an untrained output), which must not make proposals
+    from cnnkit.models.mask_rcnn.rpn import RegionProposalNetwork, RPNHead
+
+    gen = AnchorGenerator(((16.0, 64.0),), (1.0,))
+    head = RPNHead(4, 2)
+    with torch.no_grad():
+        head.cls_logits.weight.zero_()
+        head.cls_logits.bias.copy_(torch.tensor([-5.0, 5.0]))  # (16 px, 64 px)
+        head.bbox_pred.weight.zero_()
+    rpn = RegionProposalNetwork(gen, head, allowed_border=border, nms_thresh=0.99).eval()
+    features = [torch.rand(1, 4, 3, 3)]
+    proposals, _ = rpn(features, [16], [(48, 48)])
+    widths = (proposals[0][:, 2] - proposals[0][:, 0]).numpy()
+    # reference: an anchor's shape is trainable where assign_anchors labels it somewhere
+    anchors = gen(features, [16])
+    labels, _ = assign_anchors(anchors, torch.zeros(0, 4), (48, 48), allowed_border=border)
+    trainable = (labels.view(-1, 2) >= 0).any(0)  # per shape, over the 9 positions
+    assert trainable.tolist() == ([True, False] if border is not None else [True, True])
+    if border is not None:
+        assert len(proposals[0]) == 9 and np.all(widths <= 16.0 + 1e-4)
+    else:  # every anchor is labelled in training: the 64-pixel ones (clipped) come first
+        assert widths[0] > 16.0 and len(proposals[0]) == 18
+
+
 def test_box_coder_round_trip_and_formula():
     g = torch.Generator().manual_seed(0)
     ref = torch.rand(50, 2, generator=g) * 50

@@ -5,7 +5,10 @@ two sibling 1x1 convolutions give, for each of the ``k`` anchors, an objectness 
 (``2k`` scores with a softmax, or ``k`` with a logistic sigmoid) and ``4k`` box offsets.
 Proposals are the anchors moved by their offsets, clipped to the image, cut to the
 ``pre_nms_top_n`` best per feature level, thinned by non-maximum suppression and cut to
-the ``post_nms_top_n`` best.
+the ``post_nms_top_n`` best. Anchor shapes that are cross-boundary at every position of an
+image (larger than the image) are never labelled in training, so they propose nothing
+there (:meth:`RegionProposalNetwork.trainable_anchors`); otherwise such untrained scores
+can outrank every trained anchor and fill the proposals with whole-image boxes.
 
 Training (the RPN's own loss): an anchor is positive when its IoU with a true box is
 ``>= fg_iou_thresh`` (0.7) or it is a true box's best anchor, negative below
@@ -154,7 +157,7 @@ class RegionProposalNetwork(nn.Module):
         boxes = self.box_coder.decode(deltas.detach(), anchors.unsqueeze(0))
         scores = self.objectness_logit(logits.detach())
         proposals = [
-            self._select(boxes[i], scores[i], per_level, image_sizes[i])
+            self._select(boxes[i], scores[i], per_level, image_sizes[i], anchors)
             for i in range(len(image_sizes))
         ]
         losses = {}
@@ -162,11 +165,33 @@ class RegionProposalNetwork(nn.Module):
             losses = self.loss(logits, deltas, anchors, targets, image_sizes)
         return proposals, losses
 
-    def _select(self, boxes, scores, per_level, image_size):
+    def trainable_anchors(self, anchors, image_size, per_level) -> torch.Tensor:
+        """Bool ``Tensor[A]``: anchors whose shape (size x ratio, one of the head's ``k``
+        outputs per level) lies inside the image at one position at least. With
+        ``allowed_border`` a number, the other shapes are cross-boundary at every position
+        (e.g. 256-pixel anchors on a 256 x 192 image): they never get a training label, so
+        their objectness is untrained and must not rank proposals. All ``True`` when
+        ``allowed_border`` is ``None``."""
+        if self.allowed_border is None:
+            return torch.ones(len(anchors), dtype=torch.bool, device=anchors.device)
+        k = self.head.num_anchors
+        inside = inside_image(anchors, *image_size, self.allowed_border)
+        return torch.cat(
+            [
+                m.view(-1, k).any(0).expand(len(m) // k, k).reshape(-1)
+                for m in inside.split(per_level)
+            ]
+        )
+
+    def _select(self, boxes, scores, per_level, image_size, anchors=None):
         mode = 0 if self.training else 1
+        if anchors is not None:
+            trainable = self.trainable_anchors(anchors, image_size, per_level)
+            scores = scores.masked_fill(~trainable, float("-inf"))
         keep_boxes, keep_scores, keep_levels = [], [], []
         for level, (b, s) in enumerate(zip(boxes.split(per_level), scores.split(per_level))):
             top = s.topk(min(self.pre_nms_top_n[mode], len(s))).indices
+            top = top[torch.isfinite(s[top])]
             keep_boxes.append(b[top])
             keep_scores.append(s[top])
             keep_levels.append(torch.full_like(top, level))
