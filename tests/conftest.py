@@ -1,23 +1,23 @@
-"""Test-wide settings: deterministic seeds, one torch thread per xdist worker."""
+"""Test-wide settings: deterministic seeds, one torch thread for every test."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # two workers on two cores: do not oversubscribe
-    torch.set_num_threads(1)
+# Two xdist workers on two cores: one intra-op thread each. Two threads that spin-wait for
+# each other on a shared core make the small models here 10-30x slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
     yield
-    # a test that asked for deterministic kernels must not change the next one
+    # a test that asked for deterministic kernels (or more threads, e.g. the CLI's
+    # --threads) must not change the next one
     torch.use_deterministic_algorithms(False)
+    torch.set_num_threads(1)
 
 
 def shuffled_digits(size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,15 +41,6 @@ PAIRS = {1: ((2, 1),), 2: ((0, 2), (1, 0)), 3: ((1, 0), (0, 1), (2, 2))}
 NP_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------ test-side math
 
 

@@ -32,15 +32,6 @@ KEYS = ["map", "map_50", "map_75", "map_small", "map_medium", "map_large",
 TOL = 1e-9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: intra-op threads only add overhead (and stall on a shared machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _rle(mask: torch.Tensor) -> dict:
     return mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
 

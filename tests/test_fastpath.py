@@ -34,15 +34,6 @@ def _small_cnn():
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one intra-op thread keeps the learning checks quick."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def fresh_state(monkeypatch):
     """A process state as if the fast path had never been applied; denormal mode restored."""

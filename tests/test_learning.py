@@ -34,15 +34,6 @@ from cnnkit.models import create
 from cnnkit.models.googlenet import GoogLeNetOutputs
 
 
-@pytest.fixture
-def one_thread():
-    """Learning checks run on one thread: stable timings next to the other xdist worker."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _compile(model: cnnkit.Model, loss, lr: float, **kw) -> cnnkit.Model:
     return model.compile(
         optimizer="adam", loss=loss, learning_rate=lr, device="cpu", precision="fp32", **kw
@@ -158,7 +149,7 @@ def mnist1d_small(tmp_path_factory):
     return mnist1d("train", **kw), mnist1d("test", **kw)
 
 
-def test_a_1d_cnn_learns_mnist1d(mnist1d_small, one_thread):
+def test_a_1d_cnn_learns_mnist1d(mnist1d_small):
     """The MNIST-1D paper's CNN (3 x Conv1D 25, stride 2, then Dense), its optimiser
     (Adam 1e-2, batch 100), on 1,600 samples for 25 epochs; chance is 10 %, the paper's
     figure for the full 4,000-sample run 94 % (bench/learning_zoo.py mnist1d)."""
@@ -217,7 +208,7 @@ def test_keyword_texts_hold_only_their_keyword():
         assert row.sum() == sum(ch != " " for ch in text[:128])  # spaces are zero columns
 
 
-def test_char_cnn_learns_which_keyword_a_text_is_about(one_thread):
+def test_char_cnn_learns_which_keyword_a_text_is_about():
     """Zhang et al.'s small char-CNN (dropout 0.5) on 128-character texts; the full run is
     bench/learning_zoo.py char_cnn (1,200 texts, 5 epochs: 0.986)."""
     rng = np.random.default_rng(0)
@@ -253,7 +244,7 @@ def clear_direction_clips(n: int, seed: int):
     return x[keep], y[keep]
 
 
-def test_c3d_small_learns_the_direction_of_moving_mnist_digits(one_thread):
+def test_c3d_small_learns_the_direction_of_moving_mnist_digits():
     x, y = clear_direction_clips(256, seed=0)
     xt, yt = clear_direction_clips(128, seed=1)
     net = create("c3d_small", num_classes=4, in_channels=1, filters=(8, 16, 32, 64))
@@ -266,7 +257,7 @@ def test_c3d_small_learns_the_direction_of_moving_mnist_digits(one_thread):
 # ---------------------------------------------------------------------- unet_small, shapes
 
 
-def test_unet_small_segments_synthetic_shapes(one_thread):
+def test_unet_small_segments_synthetic_shapes():
     x, y = synthetic.shapes(192, size=32, task="segmentation", channels=1, seed=0)
     xt, yt = synthetic.shapes(48, size=32, task="segmentation", channels=1, seed=1)
     model = cnnkit.Model(create("unet_small", in_channels=1, rescale=1.0))
@@ -282,7 +273,7 @@ def test_unet_small_segments_synthetic_shapes(one_thread):
 # ------------------------------------------------------------- localizer, localisation MNIST
 
 
-def test_localizer_learns_localization_mnist(one_thread):
+def test_localizer_learns_localization_mnist():
     """Seed 001's two-headed net (default 'small' backbone: batch norm, 32x32 -> 2x2 maps
     whose receptive field spans the canvas; GAP; softmax + sigmoid heads) learns the class
     and the box: mean box IoU (torchvision's box_iou) clearly above always predicting the

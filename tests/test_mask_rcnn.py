@@ -21,14 +21,6 @@ from cnnkit.models.mask_rcnn.rpn import assign_anchors, sample_labels
 from cnnkit.train.detection import evaluate_detection, fit_detection
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def np_iou(a, b):
     a, b = np.asarray(a, float), np.asarray(b, float)
     out = np.zeros((len(a), len(b)))

@@ -29,15 +29,6 @@ from cnnkit.ops.arithmetic import conv_macs, conv_params, dense_params
 UCR_LENGTHS = (150, 96, 286)  # GunPoint, ECG200, Coffee
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # two OpenMP threads on a shared two-core machine can be 10-50x slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -473,20 +473,12 @@ def test_trainable_subsampling_and_rbf_match_numpy():
     assert n_params(rbf) == 0 and n_params(EuclideanRBF(centres, trainable=True)) == 840
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits32():
     return shuffled_digits(32)
 
 
-def test_lenet5_learns_digits(digits32, one_thread):
+def test_lenet5_learns_digits(digits32):
     x, y = digits32
     cnnkit.seed_everything(0)
     model = cnnkit.Model(create("lenet5"))

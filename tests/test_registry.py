@@ -37,15 +37,6 @@ SMALL_BUDGET_MACS = 0.25e9
 EVAL_BUDGET_MACS = 40e9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # two OpenMP threads on a shared two-core machine can be 10-50x slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def input_shape_of(model: nn.Module) -> tuple[int, ...]:
     shape = getattr(model, "default_input_shape", None)
     if shape is None:

@@ -32,15 +32,6 @@ KERNELS = {1: (4,), 2: (3, 2), 3: (2, 3, 2)}
 PAIRS = {1: ((2, 1),), 2: ((0, 2), (1, 0)), 3: ((1, 0), (0, 1), (1, 1))}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def keras_same(n: int, k: int, s: int, d: int) -> tuple[int, int]:
     """TensorFlow's SAME pads of a convolution of an input of size n."""
     k_eff = d * (k - 1) + 1
