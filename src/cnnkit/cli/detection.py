@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnkit._core.errors import CnnkitError
 from cnnkit.cli import run_folder
 from cnnkit.cli.datasets import TaskData, load_data
 
@@ -37,16 +36,13 @@ def train_instances(
     config: dict[str, Any], run: Path, argv: list[str], data: TaskData, *, resume: bool,
     device: str, data_dir: str | None, limit: int | None, verbose: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train a Mask R-CNN recipe into ``run``; returns the metrics written."""
+    """Train a Mask R-CNN recipe into ``run``; returns the metrics written. ``resume``
+    continues from ``run/checkpoints/last`` (written after every epoch); a run whose
+    epochs are all done only has its final files written again."""
     from cnnkit.models import create
     from cnnkit.train.checkpoint import save_model
     from cnnkit.train.detection import evaluate_detection, fit_detection
 
-    if resume:
-        raise CnnkitError(
-            "--resume is not available for instance-segmentation (Mask R-CNN) runs; start a "
-            "new run with another --out."
-        )
     kwargs = dict(config["model"]["args"])
     kwargs.setdefault("num_classes", len(data.classes or []) - 1)  # classes[0] = background
     kwargs.setdefault("in_channels", data.input_shape[0])
@@ -56,27 +52,28 @@ def train_instances(
         "data_dir": data_dir, "limit": limit, "device": device,
         "input_shape": list(data.input_shape), "classes": data.classes, "model_kwargs": kwargs,
     }  # fmt: skip
+    if resume:  # the original command stays; the resuming ones are appended
+        saved = run_folder.read_config(run)
+        record["resumed_with"] = [*saved.get("resumed_with", []), " ".join(["cnnkit", *argv])]
+        argv = saved.get("command", "cnnkit").split()[1:]
     run_folder.write_config(run, record, argv)
     fit = config["fit"]
-    last = run / run_folder.CHECKPOINTS / "last"
-
-    def checkpoint(epoch: int, logs: dict) -> None:
-        save_model(model, last, overwrite=True)
-
+    checkpoints = run / run_folder.CHECKPOINTS  # the full training state after every epoch
     say = print if verbose else (lambda line: None)
     start = time.perf_counter()
     history = fit_detection(
         model, data.x_train, data.y_train, epochs=fit["epochs"], batch_size=fit["batch_size"],
-        lr=config["compile"].get("learning_rate") or 0.02, callbacks=[checkpoint], log_fn=say,
+        lr=config["compile"].get("learning_rate") or 0.02, log_fn=say,
         seed=int(config["seed"]), device=None if device == "auto" else device,
+        checkpoint_dir=checkpoints, resume_from=checkpoints if resume else None,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    save_model(model, run)
-    _write_history(run / run_folder.HISTORY, history)
+    save_model(model, run, overwrite=resume)
+    _write_history(run / run_folder.HISTORY, history)  # all epochs, those resumed from too
     test = _flat(evaluate_detection(model, data.x_test, data.y_test))
     metrics = {
         "test": test,
-        "epochs": fit["epochs"],
+        "epochs": len(history.get("loss", [])),
         "train_seconds": seconds,
         "params": int(sum(p.numel() for p in model.parameters())),
     }

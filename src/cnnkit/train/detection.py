@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -23,6 +24,7 @@ import torch
 
 from cnnkit._core.errors import ConfigError, check_choice
 from cnnkit.metrics import detection_map
+from cnnkit.train import detection_state as state
 from cnnkit.train.seed import seed_everything
 
 __all__ = ["evaluate_detection", "fit_detection", "predict_detection"]
@@ -73,6 +75,8 @@ def fit_detection(
     log_fn: Callable[[str], object] | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume_from: str | os.PathLike | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` by SGD on ``images`` (list of ``Tensor[C, H, W]`` or a batch tensor)
     and ``targets`` (dicts with ``boxes``, ``labels``, ``masks``).
@@ -88,11 +92,24 @@ def fit_detection(
             ``val_every`` epochs and after the last.
         callbacks: ``fn(epoch, logs)`` called after each epoch.
         log_fn: receives one line per epoch (default: ``logging.info``).
+        checkpoint_dir: after every epoch the full training state (weights, SGD state with
+            its momentum buffers, warm-up position, epoch, history, the RNG states and the
+            generator of the shuffles and flips) goes to ``checkpoint_dir/last/``: a
+            :mod:`cnnkit.train.checkpoint` training checkpoint (safetensors + JSON, a
+            SHA-256 per tensor file, the previous one kept as a fallback) that
+            ``cnnkit.load`` also reads. A checkpoint of an earlier run there is only
+            replaced when this call resumes from it.
+        resume_from: a ``checkpoint_dir`` (or its ``last/``) to continue from: the finished
+            epochs are skipped and everything above restored, so the run ends with exactly
+            the weights and history of an uninterrupted one (on the CPU; ``time`` counts on
+            from the saved value). A damaged last checkpoint is refused with a warning
+            naming the file and the previous one used; both damaged raise a
+            :class:`CnnkitError`. With ``epochs`` already done, nothing is trained.
 
     Returns:
         history: ``{name: [value per epoch]}`` with ``loss`` (the sum), each named loss,
         ``lr``, ``time`` (seconds since the start) and ``val_<bbox|segm>_<metric>`` (NaN
-        for epochs without evaluation).
+        for epochs without evaluation); after ``resume_from``, from the first epoch on.
     """
     _check_data(images, targets)
     if not isinstance(epochs, int) or epochs < 1:
@@ -104,16 +121,26 @@ def fit_detection(
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    steps = sorted(int(s) for s in lr_steps)
-    gen = torch.Generator().manual_seed(seed)
+    schedule = state.DetectionSchedule(lr, lr_steps, gamma, warmup_iters, seed)
+    gen = schedule.generator
+    folder = None
+    if checkpoint_dir is not None:
+        folder = state.check_checkpoint_dir(checkpoint_dir, resume_from)
     n = len(images)
     history: dict[str, list[float]] = {}
     say = log_fn or log.info
+    first, offset = 0, 0.0
+    if resume_from is not None:  # weights, SGD, warm-up position, generator, RNGs, history
+        first, history = state.restore(resume_from, model, opt, schedule)
+        offset = history["time"][-1] if history.get("time") else 0.0
+        if first >= epochs:
+            log.info(
+                "%s already holds %d of %d epochs; nothing to train", resume_from, first, epochs
+            )
     start = time.perf_counter()
-    it = 0
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         model.train()
-        base_lr = lr * gamma ** sum(epoch >= s for s in steps)
+        base_lr = schedule.base_lr(epoch)
         sums: dict[str, float] = {}
         batches = 0
         order = torch.randperm(n, generator=gen).tolist()
@@ -127,14 +154,13 @@ def fit_detection(
                 imgs, tgts = [p[0] for p in pairs], [p[1] for p in pairs]
             imgs = [x.to(device) for x in imgs]
             tgts = [_to(t, device) for t in tgts]
-            warm = min(1.0, 0.001 + (1 - 0.001) * it / warmup_iters) if warmup_iters else 1.0
             for group in opt.param_groups:
-                group["lr"] = base_lr * warm
+                group["lr"] = schedule.current_lr(epoch)
             losses = model(imgs, tgts)
             total = sum(losses.values())
             if not torch.isfinite(total):
                 raise FloatingPointError(
-                    f"non-finite loss at epoch {epoch + 1}, iteration {it}: "
+                    f"non-finite loss at epoch {epoch + 1}, iteration {schedule.iteration}: "
                     f"{ {k: float(v) for k, v in losses.items()} }; lower lr (now {base_lr})."
                 )
             opt.zero_grad(set_to_none=True)
@@ -142,7 +168,7 @@ def fit_detection(
             if clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
             opt.step()
-            it += 1
+            schedule.iteration += 1
             batches += 1
             for k, v in {"loss": total, **losses}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -153,7 +179,7 @@ def fit_detection(
             for iou_type, res in scores.items():
                 for key in ("map", "map_50", "map_75"):
                     logs[f"val_{iou_type}_{key}"] = float(res[key])
-        logs["time"] = time.perf_counter() - start
+        logs["time"] = offset + time.perf_counter() - start
         for k in set(history) | set(logs):
             history.setdefault(k, [math.nan] * epoch).append(logs.get(k, math.nan))
         say(
@@ -162,6 +188,9 @@ def fit_detection(
         )
         for cb in callbacks:
             cb(epoch, logs)
+        if folder is not None:  # after the callbacks: the RNG states they leave are saved
+            extra = {"images": n, "batch_size": batch_size, "seed": seed}
+            state.save(folder, model, opt, schedule, epoch, history, extra)
     return history
 
 
