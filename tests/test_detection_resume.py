@@ -237,3 +237,20 @@ def test_cli_resume_ends_with_the_uninterrupted_weights(tmp_path, capsys, monkey
     got = load_file(part / "model.safetensors")
     assert all(torch.equal(ref[k], got[k]) for k in ref)
     assert len(yaml.safe_load((part / "config.yaml").read_text())["resumed_with"]) == 2
+
+
+def test_resuming_with_other_settings_warns_with_the_values(tmp_path, caplog):
+    images, targets = _data()
+    ckpt = tmp_path / "ckpt"
+    fit_detection(_model(0), images, targets, checkpoint_dir=ckpt, **{**FIT, "epochs": 1})
+    with caplog.at_level(logging.WARNING, logger="cnnkit.train"):
+        fit_detection(_model(1), images, targets, checkpoint_dir=ckpt, resume_from=ckpt,
+                      **{**FIT, "epochs": 2})  # fmt: skip
+    assert not [r for r in caplog.records if "other settings" in r.getMessage()]
+    with caplog.at_level(logging.WARNING, logger="cnnkit.train"):
+        fit_detection(_model(1), images[:4], targets[:4], checkpoint_dir=ckpt, resume_from=ckpt,
+                      **{**FIT, "epochs": 3, "seed": 6})  # fmt: skip
+    msgs = [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
+    assert len(msgs) == 1
+    assert "images: 6 -> 4" in msgs[0] and "seed: 5 -> 6" in msgs[0]
+    assert "batch_size" not in msgs[0]

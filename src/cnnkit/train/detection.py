@@ -132,6 +132,7 @@ def fit_detection(
     first, offset = 0, 0.0
     if resume_from is not None:  # weights, SGD, warm-up position, generator, RNGs, history
         first, history = state.restore(resume_from, model, opt, schedule)
+        state.warn_if_changed(resume_from, {"images": n, "batch_size": batch_size, "seed": seed})
         offset = history["time"][-1] if history.get("time") else 0.0
         if first >= epochs:
             log.info(

@@ -20,9 +20,22 @@ from typing import Any
 import torch
 
 from cnnkit._core.errors import CnnkitError
-from cnnkit.train.checkpoint import CONFIG, find_checkpoint, resume_training, save_training_state
+from cnnkit.train.checkpoint import (
+    CONFIG,
+    find_checkpoint,
+    read_checkpoint_info,
+    resume_training,
+    save_training_state,
+)
 
-__all__ = ["DetectionSchedule", "LAST", "check_checkpoint_dir", "restore", "save"]
+__all__ = [
+    "DetectionSchedule",
+    "LAST",
+    "check_checkpoint_dir",
+    "restore",
+    "save",
+    "warn_if_changed",
+]
 
 log = logging.getLogger("cnnkit.train")
 
@@ -117,3 +130,20 @@ def restore(
     hist = SimpleNamespace(history={}, epoch=[])
     start = resume_training(_workflow(model, optimizer, schedule), path, hist)
     return start, {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+
+
+def warn_if_changed(path: str | os.PathLike, now: dict[str, Any]) -> None:
+    """Warn when a resumed run's data size, batch size or seed differ from the saved run's:
+    it then continues, but no longer matches an uninterrupted run."""
+    try:
+        saved = read_checkpoint_info(find_checkpoint(path)).get("extra", {})
+    except CnnkitError:  # resumed from the previous checkpoint; its twin is damaged
+        return
+    changed = {k: (saved[k], v) for k, v in now.items() if k in saved and saved[k] != v}
+    if changed:
+        log.warning(
+            "resuming %s with other settings than the interrupted run (%s); the result will "
+            "not equal an uninterrupted run",
+            path,
+            ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items()),
+        )
