@@ -156,6 +156,25 @@ def coco_instances(
     data = _read_json(path)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise CnnkitError(f"{path}: a COCO file needs 'images' and 'annotations' lists.")
+    try:
+        records, categories = _coco_records(data, images, path, include_crowd)
+        names = ["__background__"] + [str(c["name"]) for c in categories]
+        ids = [c["id"] for c in categories]
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        what = f"the field {err} is missing" if isinstance(err, KeyError) else repr(err)
+        raise CnnkitError(
+            f"{path}: not a well-formed COCO file: {what}. Images need 'id' and 'file_name'; "
+            "annotations need 'image_id' and 'category_id', a 'bbox' [x, y, w, h] and/or a "
+            "'segmentation'; categories need 'id' and 'name'."
+        ) from err
+    ds = InstanceDataset(records, names, transform, path.name)
+    ds.category_ids = ids
+    return ds
+
+
+def _coco_records(data: dict, images: Path, path: Path, include_crowd: bool):
+    """The per-image records and sorted categories of a COCO dict (raises KeyError,
+    TypeError or ValueError on malformed entries; :func:`coco_instances` explains them)."""
     categories = sorted(data.get("categories", []), key=lambda c: c["id"])
     label_of = {c["id"]: i + 1 for i, c in enumerate(categories)}
     records, by_id = [], {}
@@ -196,11 +215,7 @@ def coco_instances(
                 "iscrowd": int(ann.get("iscrowd", 0)),
             }
         )
-    ds = InstanceDataset(
-        records, ["__background__"] + [c["name"] for c in categories], transform, path.name
-    )
-    ds.category_ids = [c["id"] for c in categories]
-    return ds
+    return records, categories
 
 
 def _via_regions(entry, path: Path) -> list[dict]:

@@ -22,6 +22,7 @@ import codecs
 import io
 import os
 import pickle
+import pickletools
 from typing import Any
 
 import numpy as np
@@ -79,11 +80,18 @@ def restricted_loads(data: bytes, *, source: str = "<pickle>", encoding: str = "
     ``encoding='bytes'`` keeps Python 2 ``str`` objects (as in the CIFAR files) as bytes.
     """
     try:
+        # a first pass over the opcodes checks that every length field fits in the data, so
+        # a damaged length cannot make the unpickler allocate gigabytes before it notices
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
         return RestrictedUnpickler(io.BytesIO(data), source=source, encoding=encoding).load()
     except CnnkitError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as err:
-        raise CnnkitError(f"{source}: truncated or not a valid pickle ({err}).") from err
+    except (
+        pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
+        MemoryError, OverflowError, RecursionError, UnicodeDecodeError,
+    ) as err:  # fmt: skip
+        raise CnnkitError(f"{source}: truncated or not a valid pickle ({err!r}).") from err
 
 
 def restricted_load(path: str | os.PathLike, *, encoding: str = "bytes") -> Any:
