@@ -89,7 +89,7 @@ def restricted_loads(data: bytes, *, source: str = "<pickle>", encoding: str = "
         raise
     except (
         pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-        MemoryError, OverflowError, RecursionError, UnicodeDecodeError,
+        MemoryError, OverflowError, RecursionError,
     ) as err:  # fmt: skip
         raise CnnkitError(f"{source}: truncated or not a valid pickle ({err!r}).") from err
 

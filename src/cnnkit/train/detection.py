@@ -127,12 +127,13 @@ def fit_detection(
     if checkpoint_dir is not None:
         folder = state.check_checkpoint_dir(checkpoint_dir, resume_from)
     n = len(images)
+    run_settings = {"images": n, "batch_size": batch_size, "seed": seed}  # kept with checkpoints
     history: dict[str, list[float]] = {}
     say = log_fn or log.info
     first, offset = 0, 0.0
     if resume_from is not None:  # weights, SGD, warm-up position, generator, RNGs, history
         first, history = state.restore(resume_from, model, opt, schedule)
-        state.warn_if_changed(resume_from, {"images": n, "batch_size": batch_size, "seed": seed})
+        state.warn_if_changed(resume_from, run_settings)
         offset = history["time"][-1] if history.get("time") else 0.0
         if first >= epochs:
             log.info(
@@ -190,8 +191,7 @@ def fit_detection(
         for cb in callbacks:
             cb(epoch, logs)
         if folder is not None:  # after the callbacks: the RNG states they leave are saved
-            extra = {"images": n, "batch_size": batch_size, "seed": seed}
-            state.save(folder, model, opt, schedule, epoch, history, extra)
+            state.save(folder, model, opt, schedule, epoch, history, run_settings)
     return history
 
 
