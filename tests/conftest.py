@@ -1,4 +1,13 @@
-"""Test-wide settings: deterministic seeds, one torch thread for every test."""
+"""Test-wide settings: deterministic seeds, one torch thread for every test.
+
+Tolerances that hold on every machine: float64 comparisons with a reference use
+``rtol=1e-10`` (with ``atol=1e-12`` for values near zero), because oneDNN and NumPy take
+other kernels, and so other summation orders, on AVX-512/AMX CPUs than on AVX2 ones
+(seen: 1.4e-11 relative on 3D average pooling). float32 comparisons use 1e-5..1e-4.
+Tests that compare exact numbers compile with ``precision='fp32'``: ``'auto'`` is bf16 on
+CPUs with native bf16 (``CNNKIT_ASSUME_NATIVE_BF16=1`` makes any CPU decide so) and AMP
+on CUDA; tests/test_bf16.py covers those paths.
+"""
 
 from __future__ import annotations
 

@@ -125,13 +125,13 @@ def test_inception_matches_functional_reference_fwd_bwd(hw):
     y = m(x)
     xr = x.detach().clone().requires_grad_(True)
     ref = _inception_reference(m, xr)
-    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-12)
     up = torch.randn(y.shape, dtype=torch.float64)
     w = m.branch5x5[1].weight
     g_x, g_w = torch.autograd.grad(y, [x, w], up)
     r_x, r_w = torch.autograd.grad(ref, [xr, w], up)
-    torch.testing.assert_close(g_x, r_x, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(g_w, r_w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_x, r_x, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g_w, r_w, rtol=1e-10, atol=1e-12)
     assert m.compute_output_shape((None, 8, *hw)) == (None, 15, *hw)
 
 

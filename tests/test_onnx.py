@@ -68,7 +68,9 @@ def test_model_method_exports_a_trained_sequential_with_batch_norm(tmp_path):
         ],
         input_shape=(1, 10, 10),
     )
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", device="cpu")
+    model.compile(
+        optimizer="adam", loss="sparse_categorical_crossentropy", device="cpu", precision="fp32"
+    )  # ONNX is an fp32 graph
     x, y = torch.rand(32, 1, 10, 10), torch.randint(0, 3, (32,))
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)  # moves the batch-norm statistics
     assert model.training  # export must restore the mode

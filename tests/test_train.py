@@ -28,7 +28,12 @@ def test_mnist_cnn_learns_digits_seed000(digits28):
     x, y = digits28
     cnnkit.seed_everything(0)
     model = cnnkit.Model(create("mnist_cnn"))
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer="adam",
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        precision="fp32",  # exact comparisons below; bf16: tests/test_bf16.py
+    )
     history = model.fit(x[:1400], y[:1400], batch_size=32, epochs=4, verbose=0)
     assert set(history.history) == {"loss", "accuracy"} and len(history.epoch) == 4
     assert history.history["loss"][-1] < history.history["loss"][0]
@@ -58,7 +63,12 @@ def _small_cnn():
 def test_loss_is_computed_from_logits_no_double_softmax():
     torch.manual_seed(1)
     model = _small_cnn()
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer="sgd",
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        precision="fp32",
+    )
     x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 3, (40,))
     loss = model.evaluate(x, y, batch_size=16)["loss"]
     probs = torch.from_numpy(model.predict(x))
@@ -73,7 +83,7 @@ def test_loss_is_computed_from_logits_no_double_softmax():
 def test_categorical_crossentropy_with_one_hot_targets():
     torch.manual_seed(2)
     model = _small_cnn()
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.compile(optimizer="adam", loss="categorical_crossentropy", precision="fp32")
     x, y = torch.randn(20, 1, 8, 8), torch.randint(0, 3, (20,))
     onehot = F.one_hot(y, 3).float().numpy()
     loss = model.evaluate(x.numpy(), onehot)["loss"]
@@ -121,6 +131,7 @@ def test_multi_output_weighted_losses():
         loss=["sparse_categorical_crossentropy", "mse"],
         loss_weights=[0.8, 0.2],
         metrics=["accuracy"],
+        precision="fp32",
     )
     x = torch.randn(24, 1, 8, 8)
     y_cls, y_box = torch.randint(0, 3, (24,)), torch.rand(24, 4)

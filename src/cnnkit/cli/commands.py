@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with _cleanup_if_empty(run):
         metrics = train(
             config, run, args.argv, resume=args.resume, device=args.device,
-            precision=args.precision, data_dir=data_dir, limit=limit, verbose=args.verbose,
+            precision=args.precision or "auto", data_dir=data_dir, limit=limit, verbose=args.verbose,
         )  # fmt: skip
     _print_metrics(metrics, run)
     return 0
@@ -113,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnkit.cli.training import load_run, score
 
-    model, config = load_run(args.run, device=args.device)
+    model, config = load_run(args.run, device=args.device, precision=args.precision)
     if config.get("task") == "instance":
         from cnnkit.cli.detection import evaluate_instances
 
@@ -134,8 +135,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------ predict
 
 
-def _fit_shape(x: torch.Tensor, shape: tuple[int, ...], where: str) -> torch.Tensor:
-    """One sample ``(C, H, W)`` adapted to the model's ``shape``: channels and size."""
+def _fit_shape(
+    x: torch.Tensor, shape: tuple[int, ...], where: str, resized: list[str]
+) -> torch.Tensor:
+    """One sample ``(C, H, W)`` adapted to the model's ``shape``: channels and size (an
+    image of another size is resized and its name added to ``resized``)."""
     if x.dim() == len(shape) - 1:
         x = x.unsqueeze(0)
     if x.dim() != len(shape):
@@ -152,17 +156,50 @@ def _fit_shape(x: torch.Tensor, shape: tuple[int, ...], where: str) -> torch.Ten
         else:
             raise CnnkitError(f"{where}: {x.shape[0]} channels, but the model takes {c}.")
     if x.dim() == 3 and tuple(x.shape[1:]) != tuple(shape[1:]):
+        resized.append(f"{where} ({'x'.join(map(str, x.shape[1:]))})")
         x = F.interpolate(x[None], size=tuple(shape[1:]), mode="bilinear", align_corners=False)[0]
     elif tuple(x.shape) != tuple(shape):
         raise CnnkitError(f"{where}: shape {tuple(x.shape)}, but the model takes {tuple(shape)}.")
     return x
 
 
-def read_inputs(paths: list[str], shape: tuple[int, ...]) -> tuple[list[str], torch.Tensor]:
-    """Image files or ``.npy`` arrays (one sample, or a batch ``(N, *shape)``)."""
+#: leading-axis sizes of an array that may be an image's colour channels (RGB, RGBA)
+_IMAGE_CHANNELS = (3, 4)
+
+
+def _array_samples(
+    t: torch.Tensor, shape: tuple[int, ...], where: str
+) -> list[torch.Tensor] | None:
+    """How an ``.npy`` array reads for a model taking ``shape`` (C, *spatial): a list of
+    samples when it is a batch, None when it is one sample.
+
+    ``(N, C, *spatial)`` is a batch. For a one-channel model, ``(A, *spatial)`` is a batch
+    of A single-channel samples unless A == 1; A = 3 or 4 could also be one colour image
+    (converted to grey), so that shape is refused with both readings named.
+    """
+    if t.dim() == len(shape) + 1:
+        return list(t)
+    if t.dim() != len(shape) or shape[0] != 1 or t.shape[0] == 1:
+        return None
+    if t.shape[0] in _IMAGE_CHANNELS:
+        dims = ", ".join(map(str, t.shape[1:]))
+        raise CnnkitError(
+            f"{where}: an array of shape {tuple(t.shape)} reads two ways for a model taking "
+            f"{tuple(shape)}: one image with {t.shape[0]} colour channels, or a batch of "
+            f"{t.shape[0]} single-channel images. Save a batch as ({t.shape[0]}, 1, {dims}), "
+            f"or one colour image as an image file."
+        )
+    return [s[None] for s in t]
+
+
+def read_inputs(
+    paths: list[str], shape: tuple[int, ...]
+) -> tuple[list[str], torch.Tensor, list[str]]:
+    """Image files or ``.npy`` arrays (one sample, or a batch ``(N, *shape)``, or for a
+    one-channel model ``(N, *spatial)``); returns names, the batch and the resized inputs."""
     from cnnkit.data.images import load_image, to_chw_float
 
-    names, samples = [], []
+    names, samples, resized = [], [], []
     for p in paths:
         path = Path(p)
         if not path.is_file():
@@ -173,32 +210,39 @@ def read_inputs(paths: list[str], shape: tuple[int, ...]) -> tuple[list[str], to
             except ValueError as err:
                 raise CnnkitError(f"{p}: not a plain .npy array ({err}).") from None
             t = torch.from_numpy(np.asarray(arr, dtype=np.float32))
-            if t.dim() == len(shape) + 1:
-                for i, s in enumerate(t):
+            batch = _array_samples(t, shape, p)
+            if batch is not None:
+                for i, s in enumerate(batch):
                     names.append(f"{p}[{i}]")
-                    samples.append(_fit_shape(s, shape, f"{p}[{i}]"))
+                    samples.append(_fit_shape(s, shape, f"{p}[{i}]", resized))
                 continue
             if t.dim() == len(shape) - 1 == 2:  # an (H, W) grey image
                 t = t[None]
             names.append(p)
-            samples.append(_fit_shape(t, shape, p))
+            samples.append(_fit_shape(t, shape, p, resized))
         else:
             names.append(p)
-            samples.append(_fit_shape(to_chw_float(load_image(path)), shape, p))
-    return names, torch.stack(samples)
+            samples.append(_fit_shape(to_chw_float(load_image(path)), shape, p, resized))
+    return names, torch.stack(samples), resized
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnkit.cli.training import check_task, load_run
 
-    model, config = load_run(args.run, device=args.device)
+    model, config = load_run(args.run, device=args.device, precision=args.precision)
     check_task(config, ("classification", "localization", "segmentation"), "cnnkit predict")
     run_info = config.get("run", {})
     shape = tuple(run_info.get("input_shape") or ())
     classes = run_info.get("classes") or []
     if not shape:
         raise CnnkitError(f"{args.run}/config.yaml records no input shape (run.input_shape).")
-    names, x = read_inputs(args.inputs, shape)
+    names, x, resized = read_inputs(args.inputs, shape)
+    if resized:
+        size = "x".join(map(str, shape[1:]))
+        shown = ", ".join(resized[:3]) + (
+            f" and {len(resized) - 3} more" if len(resized) > 3 else ""
+        )
+        print(f"cnnkit: note: resized to the run's input size {size}: {shown}", file=sys.stderr)
     out = model.predict(x)
     task = config["task"]
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.run) / "predictions"
@@ -215,7 +259,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         from cnnkit.cli.training import as_probabilities
 
-        probs = as_probabilities(out[0] if task == "localization" else out)
+        activation = model.output_activations(x)[0]
+        probs = as_probabilities(out[0] if task == "localization" else out, activation)
         for i, name in enumerate(names):
             k = int(probs[i].argmax())
             label = classes[k] if k < len(classes) else str(k)

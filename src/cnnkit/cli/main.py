@@ -23,6 +23,7 @@ from cnnkit._core import __version__
 from cnnkit._core.errors import CnnkitError, ConfigError
 from cnnkit.cli import commands, tools
 
+DEVICE_HELP = "auto (CUDA when present, else CPU), cpu, cuda, cuda:1"
 EPILOG = "Run `cnnkit COMMAND --help` for the options of a command."
 
 
@@ -47,11 +48,12 @@ def _threads_option(p: argparse.ArgumentParser, default: int | None = None) -> N
 
 def _device_options(p: argparse.ArgumentParser, precision: bool = True) -> None:
     _threads_option(p)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     if precision:
         p.add_argument(
-            "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-            help="auto: bf16 autocast on CPUs with native bf16, AMP on CUDA, else fp32",
+            "--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+            help="auto: bf16 autocast on CPUs with native bf16, AMP on CUDA, else fp32 "
+            "(train: default auto; evaluate/predict: default what the run was trained with)",
         )  # fmt: skip
 
 
@@ -93,7 +95,7 @@ def _add_run_commands(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default runs/demo-<timestamp>)")
     p.add_argument("--epochs", type=_positive, default=None)
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _threads_option(p, default=1)
     p.set_defaults(fn=commands.cmd_demo)
 
@@ -102,7 +104,7 @@ def _add_run_commands(sub) -> None:
     p.add_argument("--data-dir", default=None, help="override the run's data folder")
     p.add_argument("--limit", type=_positive, default=None)
     p.add_argument("--json", action="store_true", help="also print all metrics as JSON")
-    p.add_argument("--device", default="cpu")
+    _device_options(p)
     p.set_defaults(fn=commands.cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict classes (boxes, masks) for images or .npy files")
@@ -110,7 +112,7 @@ def _add_run_commands(sub) -> None:
     p.add_argument("inputs", metavar="INPUTS", nargs="+", help="image files or .npy arrays")
     p.add_argument("--cam", action="store_true", help="write class activation map overlays")
     p.add_argument("--out-dir", default=None, help="where CAMs/masks go (default RUN/predictions)")
-    p.add_argument("--device", default="cpu")
+    _device_options(p)
     p.set_defaults(fn=commands.cmd_predict)
 
     p = sub.add_parser("export", help="export a run's model (ONNX)")
@@ -169,24 +171,13 @@ def _add_tools(sub) -> None:
 
 
 def check_device(text: str) -> str:
-    """``--device``: 'auto' or a torch device that exists here."""
-    if text == "auto":
-        return text
-    import torch
+    """``--device``: 'auto' or a torch device that exists here (ConfigError otherwise)."""
+    from cnnkit.train.precision import resolve_device
 
     try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise ConfigError(
-            f"--device {text!r} is not a device; expected auto, cpu, cuda or cuda:N."
-        ) from None
-    if device.type == "cuda" and (
-        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
-    ):
-        raise ConfigError(
-            f"--device {text!r}: no such CUDA device here "
-            f"({torch.cuda.device_count()} found); use --device cpu or auto."
-        )
+        resolve_device(text)
+    except ConfigError as err:
+        raise ConfigError(f"--{err}") from None  # "--device 'gpu0' is not a device; ..."
     return text
 
 

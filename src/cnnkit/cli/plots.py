@@ -99,7 +99,7 @@ def cam_examples(model: Any, x: Any, path: Path, classes: list[str] | None = Non
     maps = maps.detach().cpu().numpy() if hasattr(maps, "detach") else np.asarray(maps)
     from cnnkit.cli.training import as_probabilities
 
-    probs = as_probabilities(model.predict(x))
+    probs = as_probabilities(model.predict(x), model.output_activations(x)[0])
     titles = []
     for p in probs:
         k = int(p.argmax())

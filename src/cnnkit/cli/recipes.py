@@ -19,6 +19,7 @@ Unknown keys are errors (with a did-you-mean), never silently ignored.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,13 @@ REQUIRED = ("task", "dataset", "model", "compile", "fit")
 def list_recipes() -> list[str]:
     """Names of the shipped recipes, sorted."""
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def recipe_summary(name: str) -> str:
+    """The first sentence of a shipped recipe's description, on one line."""
+    text = " ".join(str(_read_yaml(RECIPE_DIR / f"{name}.yaml").get("description", "")).split())
+    end = re.search(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)\.\s", text)  # not "et al. "
+    return text if end is None else text[: end.start() + 1]
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

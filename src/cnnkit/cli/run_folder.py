@@ -107,6 +107,7 @@ def environment(model: Any) -> dict[str, Any]:
     import torch
 
     from cnnkit._core import __version__
+    from cnnkit.train.precision import cpu_has_native_bf16
 
     choices = dict(getattr(model, "runtime_choices", {}) or {})
     return {
@@ -117,6 +118,8 @@ def environment(model: Any) -> dict[str, Any]:
         "cnnkit": __version__,
         "device": choices.get("device"),
         "precision": choices.get("precision"),
+        "outputs": "fp32 (final softmax/sigmoid, loss, metrics, predict, evaluate)",
+        "native_bf16_cpu": cpu_has_native_bf16(),
         "memory_format": choices.get("memory_format"),
         "optimizer": choices.get("optimizer"),
         "fast_path": choices.get("fast_path"),

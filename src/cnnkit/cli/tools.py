@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +32,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     from cnnkit.cli.recipes import list_recipes
     from cnnkit.models import list_models
 
+    if getattr(args, "recipes", False):
+        from cnnkit.cli.recipes import recipe_summary
+
+        names = list_recipes()
+        width = max(len(n) for n in names)
+        print("recipes (cnnkit train NAME):")
+        for name in names:
+            print(f"  {name:<{width}}  {recipe_summary(name)}")
+        return 0
     for name in list_models():
         print(name)
-    if getattr(args, "recipes", False):
-        print("\nrecipes (cnnkit train NAME):")
-        for name in list_recipes():
-            print(f"  {name}")
     return 0
 
 
@@ -147,11 +151,18 @@ def cmd_data(args: argparse.Namespace) -> int:
             f"(ucr/NAME for a UCR dataset, e.g. ucr/GunPoint).{did_you_mean(name, registry)}"
         )
     kind, reader = registry[name]
-    root = args.data_dir or os.environ.get("CNNKIT_DATA")
+    from cnnkit.data.download import default_root
+
+    # without --data-dir: default_root()/NAME, where the readers look ($CNNKIT_DATA/NAME)
+    root = args.data_dir
+    if root is None:
+        folder = default_root() / name
+    else:
+        folder = Path(root) / name if (Path(root) / name).is_dir() else Path(root)
     if args.action == "download" and kind != "download":
         raise CnnkitError(
             f"{name} has no public download with a published checksum; put its files under "
-            f"{root or '$CNNKIT_DATA'}/{name} yourself, then run `cnnkit data verify {args.name}`."
+            f"{folder} yourself, then run `cnnkit data verify {args.name}`."
         )
     if name == "ucr":
         from cnnkit.data import ucr
@@ -167,7 +178,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         splits = {s: reader(root, s, download=download, verify=True) for s in ("train", "test")}
     counts = ", ".join(f"{s} {len(ds)}" for s, ds in splits.items())
     checked = "checksums OK" if kind == "download" else "readable (no published checksums)"
-    print(f"{args.name}: {counts} samples; {checked}")
+    print(f"{args.name}: {counts} samples; {checked}; files in {folder}")
     return 0
 
 

@@ -108,16 +108,34 @@ def _callbacks(run: Path, monitor: str, resume: bool) -> list[Any]:
 # ------------------------------------------------------------------------ scores
 
 
-def as_probabilities(out: np.ndarray) -> np.ndarray:
-    """Class probabilities over dim 1: ``out`` as it is when it already is a distribution
-    (a model ending in softmax), else its softmax (a model returning logits)."""
-    out = np.asarray(out, dtype=np.float64)
-    if out.ndim < 2 or out.shape[1] == 1:
-        return out
-    if out.min() >= 0 and np.allclose(out.sum(1), 1.0, atol=1e-3):
-        return out
+#: how class probabilities follow from an output, by the model's final activation
+_TO_PROBABILITIES = {
+    "softmax": lambda out: out,  # predict applied it (in fp32)
+    "sigmoid": lambda out: out,  # per-class (multi-label) or binary probabilities
+    None: lambda out: _sigmoid(out) if out.shape[1] == 1 else _softmax(out),  # from logits
+}
+
+
+def _sigmoid(out: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-out))
+
+
+def _softmax(out: np.ndarray) -> np.ndarray:
     e = np.exp(out - out.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
+
+
+def as_probabilities(out: np.ndarray, activation: str | None) -> np.ndarray:
+    """Class probabilities over dim 1 from ``model.predict``'s output, decided by what the
+    model ends in (``model.output_activations()``), never guessed from the numbers."""
+    out = np.asarray(out, dtype=np.float64)
+    if activation not in _TO_PROBABILITIES:
+        raise CnnkitError(
+            f"Unknown output activation {activation!r}; expected softmax, sigmoid or None."
+        )
+    if out.ndim < 2:
+        return out
+    return _TO_PROBABILITIES[activation](out)
 
 
 def _predictions(out: np.ndarray) -> np.ndarray:
@@ -269,8 +287,11 @@ def train(
     return metrics
 
 
-def load_run(run: str | Path, device: str = "cpu"):
-    """Model (compiled as in its config) and config of a finished run."""
+def load_run(run: str | Path, device: str = "auto", precision: str | None = None):
+    """Model (compiled as in its config) and config of a finished run.
+
+    The model runs with the precision it was trained with (model.json) unless
+    ``precision`` is given."""
     from cnnkit.train.checkpoint import load
 
     config = run_folder.read_config(run)
@@ -279,9 +300,9 @@ def load_run(run: str | Path, device: str = "cpu"):
             f"{str(run)!r} holds no trained model (model.json is missing): the run did not "
             "finish; continue it with `cnnkit train CONFIG --out RUN --resume`."
         )
-    model = load(run, device=device)
+    model = load(run, device=device, precision=precision)
     if config.get("task") != "instance":
-        compile_model(model, config, device, config.get("run", {}).get("precision", "auto"))
+        compile_model(model, config, device, model.precision.name)
     return model, config
 
 

@@ -112,6 +112,11 @@ class CallbackList:
     def __iter__(self):
         return iter(self.callbacks)
 
+    @property
+    def sets_learning_rate(self) -> bool:
+        """Whether a callback schedules the learning rate (``fit`` then logs it per epoch)."""
+        return any(getattr(cb, "sets_learning_rate", False) for cb in self.callbacks)
+
     def __len__(self) -> int:
         return len(self.callbacks)
 
@@ -404,9 +409,13 @@ class TensorBoard(Callback):
         for key, value in (logs or {}).items():
             split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
             self._writer(split).add_scalar(f"epoch_{name}", value, epoch)
-        optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is not None:
-            self._writer("train").add_scalar("epoch_learning_rate", current_lr(optimizer), epoch)
+        if "learning_rate" not in (logs or {}):  # the rate the epoch used, not the next one
+            lr = getattr(self.model, "epoch_learning_rate", None)
+            optimizer = getattr(self.model, "optimizer", None)
+            if lr is None and optimizer is not None:
+                lr = current_lr(optimizer)
+            if lr is not None:
+                self._writer("train").add_scalar("epoch_learning_rate", lr, epoch)
         for writer in self._writers.values():
             writer.flush()
 
@@ -424,6 +433,8 @@ class LearningRateScheduler(Callback):
     then installed as the model's scheduler (as ``compile(lr_schedule=...)`` would) so
     ``fit`` steps it and checkpoints save its state.
     """
+
+    sets_learning_rate = True  # fit logs ``learning_rate`` (the rate each epoch used)
 
     def __init__(self, schedule: Callable[[int, float], float] | Schedule, verbose: int = 0):
         if not callable(schedule):

@@ -80,8 +80,17 @@ def architecture_of(module: nn.Module) -> dict[str, Any]:
     )
 
 
-def save_model(module: nn.Module, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``module`` into ``directory`` (created if needed); returns the folder."""
+def save_model(
+    module: nn.Module,
+    directory: str | os.PathLike,
+    overwrite: bool = False,
+    runtime: dict[str, str] | None = None,
+) -> Path:
+    """Write ``module`` into ``directory`` (created if needed); returns the folder.
+
+    ``runtime`` (``{'precision': 'bf16', 'memory_format': 'channels_last'}``, what a
+    compiled model ran with) is recorded so :func:`load` predicts as before saving.
+    """
     folder = Path(directory)
     arch = architecture_of(module)
     folder.mkdir(parents=True, exist_ok=True)
@@ -103,6 +112,8 @@ def save_model(module: nn.Module, directory: str | os.PathLike, overwrite: bool 
         "weights": WEIGHTS,
         "sha256": _sha256(folder / WEIGHTS),
     }
+    if runtime:
+        config["runtime"] = dict(runtime)
     _atomic_write(folder / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
     return folder
 
@@ -134,20 +145,34 @@ def _rebuild(arch: dict[str, Any] | None) -> nn.Module:
     raise CnnkitError(f"Unknown architecture kind {kind!r} in the saved config.")
 
 
-def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+def load(
+    directory: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+) -> nn.Module:
     """Load a folder written by ``save``; returns a ``cnnkit.Model`` (or ``cnnkit.Sequential``).
 
     Training checkpoints (``ModelCheckpoint``'s ``best/`` and ``last/``) load the same
     way; given the ``ModelCheckpoint`` folder itself, the best checkpoint is loaded.
     Refuses folders with pickles, unknown formats, or tensors whose checksum differs.
+
+    ``device``: ``'auto'`` (CUDA when present), ``'cpu'``, ``'cuda:N'``. The precision
+    and memory format the model was compiled with are restored from model.json, so it
+    predicts what it predicted before saving; ``precision='fp32'|'bf16'|'fp16'|'auto'``
+    overrides the saved precision.
     """
+    from cnnkit.train.precision import PRECISIONS, resolve_device
+
+    device = resolve_device(device)
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}; received {precision!r}.")
     folder = Path(directory)
     cfg_path = folder / CONFIG
     if not cfg_path.is_file():
         # a ModelCheckpoint folder: its best checkpoint, else its last one
         for sub in ("best", "last"):
             if (folder / sub / CONFIG).is_file():
-                return load(folder / sub, device=device)
+                return load(folder / sub, device=device, precision=precision)
         pickles = [p.name for p in folder.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin")]
         hint = f" It holds {pickles}: cnnkit never unpickles files." if pickles else ""
         raise CnnkitError(f"{cfg_path} not found: not a saved cnnkit model.{hint}")
@@ -189,8 +214,16 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn
         raise CnnkitError(f"{weights} does not fit the saved architecture: {err}") from None
     module.to(device)
     from cnnkit.train.model import Model, Workflow
+    from cnnkit.train.precision import resolve_precision
+    from cnnkit.train.runtime import restore_runtime
 
-    return module if isinstance(module, Workflow) else Model(module)
+    model = module if isinstance(module, Workflow) else Model(module)
+    runtime = config.get("runtime") if isinstance(config.get("runtime"), dict) else None
+    restore_runtime(model, runtime, device)
+    if precision is not None:
+        model.precision = resolve_precision(precision, device)
+        model.runtime_choices["precision"] = model.precision.name
+    return model
 
 
 # ---------------------------------------------------------------- training checkpoints
@@ -408,6 +441,11 @@ def save_training_state(
         "files": files,
         "training": training,
     }
+    from cnnkit.train.runtime import runtime_record
+
+    runtime = runtime_record(workflow)
+    if runtime:
+        body["runtime"] = runtime
     body["checksum"] = _digest(body)
     if previous is not None and not keep_previous:
         text = json.dumps(previous, indent=1)

@@ -11,9 +11,10 @@ running sums stay on the device, the progress bar reads them only when it redraw
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,11 +29,13 @@ from cnnkit.train.checkpoint import resume_training
 from cnnkit.train.data import InMemory, Loader, as_input_tensor, make_source
 from cnnkit.train.distributed import SINGLE, DistContext, build_step_modules, setup_distributed
 from cnnkit.train.fastpath import configure as configure_fast_path
-from cnnkit.train.fastpath import enabled_by_env, make_adam, optimizer_description
+from cnnkit.train.fastpath import enabled_by_env, optimizer_description
 from cnnkit.train.heads import OutputHead, emit_logits, trace_heads
+from cnnkit.train.optimizers import check_learning_rate, make_optimizer
 from cnnkit.train.precision import Precision, resolve_device, resolve_precision
 from cnnkit.train.progress import ProgressBar
-from cnnkit.train.schedules import step_scheduler
+from cnnkit.train.runtime import activated, describe_choices, runtime_record
+from cnnkit.train.schedules import current_lr, step_scheduler
 
 log = logging.getLogger("cnnkit.train")
 
@@ -62,27 +65,6 @@ class History:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
 
 
-def _make_optimizer(
-    spec: Any, params, lr: float | None, fused: bool = True
-) -> torch.optim.Optimizer:
-    if isinstance(spec, torch.optim.Optimizer):
-        return spec
-    if callable(spec) and not isinstance(spec, str):
-        return spec(params)
-    name = str(spec).lower()
-    params = list(params)
-    if name in ("adam", "adamw"):  # fast path: fused=True where supported, else foreach
-        return make_adam(params, lr or 1e-3, weight_decay_decoupled=name == "adamw", fused=fused)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr or 0.01, momentum=0.0, foreach=True)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr or 1e-3, foreach=True)
-    raise ConfigError(
-        f"Unknown optimizer {spec!r}; expected 'adam', 'adamw', 'sgd', 'rmsprop', a "
-        "torch.optim.Optimizer or a callable params -> optimizer."
-    )
-
-
 class Workflow:
     """Keras' workflow methods, mixed into :class:`Model` and ``cnnkit.Sequential``.
 
@@ -91,6 +73,11 @@ class Workflow:
     """
 
     _compiled = False
+    scaler: torch.amp.GradScaler | None = None
+    _heads: list[OutputHead] | None = None
+    _memory_format: torch.memory_format | None = None
+    #: per-sample input shape the model was first run with (fit/evaluate/predict)
+    _input_shape: tuple[int, ...] | None = None
     #: rank / world size of a torchrun run (``_dist.is_main``: write files, show progress)
     _dist: DistContext = SINGLE
 
@@ -115,7 +102,7 @@ class Workflow:
         """Write safetensors + JSON into ``directory``; see :func:`cnnkit.load`."""
         from cnnkit.train.checkpoint import save_model
 
-        return save_model(self._net, directory, overwrite=overwrite)
+        return save_model(self._net, directory, overwrite=overwrite, runtime=runtime_record(self))
 
     def export_onnx(self, path, input_shape=None, example_input=None, check=True, atol=1e-4):
         """Write an ONNX file checked against onnxruntime; see :func:`cnnkit.train.export.export_onnx`."""
@@ -165,6 +152,7 @@ class Workflow:
             raise ConfigError(
                 f"loss_weights has {len(loss_weights)} entries but there are {len(losses)} losses."
             )
+        check_learning_rate(learning_rate)
         self._loss_specs = losses
         self._loss_fns = [get_loss(spec) for spec in losses]
         self._loss_on_logits = [isinstance(s, str) and s in LOGIT_LOSSES for s in losses]
@@ -174,6 +162,8 @@ class Workflow:
         self.device = self._dist.device
         self._sync_batchnorm = sync_batchnorm
         self.precision: Precision = resolve_precision(precision, self.device)
+        #: fp16 autocast on CUDA: gradients are scaled so small ones do not underflow
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.needs_grad_scaler else None
         self._net.to(self.device)
         self._optimizer_spec = optimizer
         self._lr = learning_rate
@@ -193,6 +183,14 @@ class Workflow:
         self._heads: list[OutputHead] | None = None
         self._fast_path = bool(fast_path) and enabled_by_env()
         fast = configure_fast_path() if self._fast_path else None
+        # cuDNN autotuning: fastest kernels for fixed input shapes, unless determinism is asked
+        cudnn_benchmark = (
+            self.device.type == "cuda"
+            and self._fast_path
+            and not torch.are_deterministic_algorithms_enabled()
+        )
+        if cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
         self.runtime_choices: dict[str, Any] = {
             "device": str(self.device),
             "precision": self.precision.name,
@@ -200,6 +198,8 @@ class Workflow:
             "fast_path": fast.as_dict() if fast is not None else {"enabled": False},
             "optimizer": None,
             "jit_compile": bool(jit_compile),
+            "grad_scaler": self.scaler is not None,
+            "cudnn_benchmark": bool(cudnn_benchmark),
         }
         self._compiled = True
         log.info("compiled on %s with precision %s", self.device, self.precision.name)
@@ -221,11 +221,12 @@ class Workflow:
             return None
         return {4: torch.channels_last, 5: torch.channels_last_3d}.get(ranks.pop())
 
-    def _to_input(self, xb: torch.Tensor) -> torch.Tensor:
+    def _to_input(self, xb: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        device = self.device if device is None else device
         fmt = self._memory_format
         if fmt is not None and xb.dim() == (4 if fmt is torch.channels_last else 5):
-            return xb.to(self.device, memory_format=fmt, non_blocking=True)
-        return xb.to(self.device, non_blocking=True)
+            return xb.to(device, memory_format=fmt, non_blocking=True)
+        return xb.to(device, non_blocking=True)
 
     def _require_compiled(self) -> None:
         if not self._compiled:
@@ -249,6 +250,7 @@ class Workflow:
                     f"{len(self._loss_fns)} losses."
                 )
             self._metrics = [get_metric(m) if isinstance(m, str) else m for m in self._metric_specs]
+            self._input_shape = tuple(int(d) for d in x_sample.shape[1:])
             self._memory_format = self._choose_memory_format()
             if self._memory_format is not None:
                 self._net.to(memory_format=self._memory_format)
@@ -257,7 +259,7 @@ class Workflow:
             step, ev = build_step_modules(self._net, self._dist, self._jit, self._sync_batchnorm)
             self.__dict__["_step_module_ref"], self.__dict__["_eval_module_ref"] = step, ev
         if self.optimizer is None:
-            self.optimizer = _make_optimizer(
+            self.optimizer = make_optimizer(
                 self._optimizer_spec,
                 self._net.parameters(),
                 self._lr,
@@ -276,6 +278,26 @@ class Workflow:
             )
 
     # ----------------------------------------------------------------- one step
+
+    def _forward(self, module: nn.Module, xb: torch.Tensor) -> Any:
+        """``module(xb)``; a shape error names the input shape the model was built for."""
+        with self._explain_shape_errors(xb):
+            return module(xb)
+
+    @contextlib.contextmanager
+    def _explain_shape_errors(self, xb: torch.Tensor) -> Iterator[None]:
+        try:
+            yield
+        except ShapeError as err:
+            expected = self._input_shape or getattr(self._net, "_input_shape", None)
+            received = tuple(xb.shape[1:])
+            if not expected or tuple(expected) == received:
+                raise
+            raise ShapeError(
+                f"This model was built for inputs of shape {tuple(expected)} per sample "
+                f"(channels first); received {received}. Resize the inputs to "
+                f"{tuple(expected)[1:]} (the layer said: {err})"
+            ) from None
 
     def _split_aux(self, out: Any) -> tuple[Any, list[tuple[torch.Tensor, float]]]:
         """Auxiliary-output protocol: a module with a non-empty ``aux_loss_weights``
@@ -307,7 +329,7 @@ class Workflow:
             self._heads, outs, ys, self._loss_fns, self._loss_on_logits, self._loss_weights
         ):
             logits = o.float() if head.switchable else head.to_logits(o)
-            act = head.activate(logits) if head.switchable else o.float()
+            act = head.activate(logits)  # fp32 (also renormalises a non-switchable softmax)
             value = fn(logits if on_logits else act, t)
             total = value * w if total is None else total + value * w
             activated.append(act)
@@ -318,6 +340,16 @@ class Workflow:
             )
             total = total + value * w
         return total, activated
+
+    def _backward_step(self, loss: torch.Tensor) -> None:
+        """Backward pass and optimizer step; fp16 on CUDA scales the loss (GradScaler)."""
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def _update_metrics(self, activated: list[torch.Tensor], y: Any) -> None:
         target = y[0] if isinstance(y, tuple) else y
@@ -383,12 +415,13 @@ class Workflow:
         self.stop_training = False
         self._shuffle_seed = int(torch.randint(0, 2**62, (1,)).item())
         self._resume_from = resume_from
-        log.info("fit: %s", _describe_choices(getattr(self, "runtime_choices", {})))
+        log.info("fit: %s", describe_choices(getattr(self, "runtime_choices", {})))
         callbacks.on_train_begin()
         if resume_from is not None:  # weights, optimizer, schedule, history, seed, RNG
             initial_epoch = resume_training(self, resume_from, history)
         for epoch in range(initial_epoch, epochs):
             callbacks.on_epoch_begin(epoch)
+            self.epoch_learning_rate = current_lr(self.optimizer)  # before any schedule steps
             order_gen = torch.Generator().manual_seed(self._shuffle_seed + epoch)
             self._net.train()
             for m in self._metrics:
@@ -404,11 +437,10 @@ class Workflow:
                     xb = self._to_input(xb)
                     yb = _to_device(yb, self.device)
                     with self.precision.autocast():
-                        out = module(xb)
+                        out = self._forward(module, xb)
                     loss, activated = self._loss(out, yb)
                     self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.optimizer.step()
+                    self._backward_step(loss)
                     n = len(xb)
                     total_loss += loss.detach() * n
                     seen += n
@@ -422,6 +454,8 @@ class Workflow:
                     "or check the inputs and labels for NaN/inf."
                 )
             logs = {"loss": train_loss, **self._metric_logs()}
+            if self.scheduler is not None or callbacks.sets_learning_rate:
+                logs["learning_rate"] = self.epoch_learning_rate  # the rate this epoch used
             if val is not None:
                 val_logs = self.evaluate(_source=val, batch_size=batch_size, verbose=0)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
@@ -466,7 +500,7 @@ class Workflow:
                 xb = self._to_input(xb)
                 yb = _to_device(yb, self.device)
                 with self.precision.autocast():
-                    out = self._eval_module(xb)
+                    out = self._forward(self._eval_module, xb)
                 loss, activated = self._loss(out, yb)
                 total += loss * len(xb)
                 seen += len(xb)
@@ -480,23 +514,54 @@ class Workflow:
     def predict(
         self, x: Any, batch_size: int = 32, verbose: int = 0
     ) -> np.ndarray | list[np.ndarray]:
-        """The model's outputs (probabilities for softmax/sigmoid models) as NumPy arrays."""
-        device = getattr(self, "device", None) or next(self._net.parameters()).device
-        precision = getattr(self, "precision", None) or resolve_precision("fp32", device)
-        self._net.eval()
+        """The model's outputs as float32 NumPy arrays: probabilities for softmax/sigmoid
+        heads, computed in fp32 from the logits whatever the precision of the body (so
+        class probabilities sum to 1 within 1e-6), raw outputs otherwise."""
         src = (
             make_source(x)
             if not isinstance(x, torch.Tensor)
             else InMemory(as_input_tensor(x), None)
         )
+        first = next(iter(src.batches(2, False)))[0]
+        if self._compiled and self._heads is None:
+            self._prepare(first)  # the memory format and heads training would use
+        device = getattr(self, "device", None) or next(self._net.parameters()).device
+        precision = getattr(self, "precision", None) or resolve_precision("fp32", device)
+        heads = self.output_heads(first)
+        self._net.eval()
         chunks: list = []
-        for xb, _ in src.batches(batch_size, False):
-            with precision.autocast():
-                out = self._net(xb.to(device))
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            chunks.append([o.float().cpu() for o in outs])
+        with emit_logits(heads):
+            for xb, _ in src.batches(batch_size, False):
+                with precision.autocast():
+                    out = self._forward(self._net, self._to_input(xb, device))
+                outs = out if isinstance(out, (tuple, list)) else (out,)
+                chunks.append([activated(h, o).cpu() for h, o in zip(heads, outs)])
         merged = [torch.cat([c[i] for c in chunks]).numpy() for i in range(len(chunks[0]))]
         return merged[0] if len(merged) == 1 else merged
+
+    def output_heads(self, x_sample: torch.Tensor | None = None) -> list[OutputHead]:
+        """How each output is activated (``OutputHead.kind``: 'softmax', 'sigmoid' or None),
+        found by one traced forward pass on ``x_sample`` the first time."""
+        if self._heads is not None:
+            return self._heads
+        heads = self.__dict__.get("_traced_heads")
+        if heads is None:
+            if x_sample is None:
+                raise ConfigError("output_heads() needs an input sample the first time.")
+            device = next(self._net.parameters()).device
+            was_training = self._net.training
+            self._net.eval()
+            sample = as_input_tensor(x_sample)[:2].to(device)
+            with self._explain_shape_errors(sample):
+                heads = trace_heads(self._net, sample)
+            self._net.train(was_training)
+            self.__dict__["_traced_heads"] = heads
+        return heads
+
+    def output_activations(self, x_sample: torch.Tensor | None = None) -> list[str | None]:
+        """The final activation of each output, as ``predict`` applies it: 'softmax',
+        'sigmoid' or None (raw outputs, e.g. logits or boxes)."""
+        return [h.kind for h in self.output_heads(x_sample)]
 
 
 class Model(Workflow, nn.Module):
@@ -520,21 +585,6 @@ class Model(Workflow, nn.Module):
         from cnnkit.layers.summary import summary
 
         return summary(self.module, input_shape=input_shape, print_fn=print_fn)
-
-
-def _describe_choices(choices: dict[str, Any]) -> str:
-    """``precision fp32, memory format contiguous, fast path on (...), optimizer ...``."""
-    fast = choices.get("fast_path", {})
-    fast_text = (
-        f"on (allocator: {fast.get('allocator')}, flush denormal: {fast.get('flush_denormal')})"
-        if fast.get("enabled")
-        else "off"
-    )
-    return (
-        f"device {choices.get('device')}, precision {choices.get('precision')}, memory format "
-        f"{choices.get('memory_format')}, fast path {fast_text}, optimizer "
-        f"{choices.get('optimizer')}, jit_compile {choices.get('jit_compile')}"
-    )
 
 
 def _to_device(y: Any, device: torch.device) -> Any:

@@ -14,18 +14,35 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
 
-from cnnkit._core.errors import check_choice
+from cnnkit._core.errors import ConfigError, check_choice
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-@functools.lru_cache(maxsize=1)
+#: environment variable: ``1`` makes cnnkit decide as on a CPU with native bf16 (tests)
+ASSUME_NATIVE_BF16 = "CNNKIT_ASSUME_NATIVE_BF16"
+
+
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AMX-BF16 or AVX-512-BF16)."""
+    """Whether this CPU multiplies bf16 natively (AMX-BF16 or AVX-512-BF16).
+
+    ``CNNKIT_ASSUME_NATIVE_BF16=1`` answers yes on any CPU (``0`` answers no), so the
+    decisions of an AMX machine (``precision='auto'`` -> bf16) can be tested anywhere;
+    bf16 is then emulated, slowly, where the CPU lacks it.
+    """
+    forced = os.environ.get(ASSUME_NATIVE_BF16, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _cpu_flags_have_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags_have_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -37,13 +54,37 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
+DEVICE_CHOICES = "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device"
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU."""
+    """``'auto'`` -> CUDA when available, else CPU; other strings must name a device here.
+
+    Raises ``ConfigError`` naming the value and the choices for a string that is not a
+    device (``'gpu'``, ``'cuda:x'``) or a CUDA device this machine does not have.
+    """
     if isinstance(device, torch.device):
         return device
+    if not isinstance(device, str):
+        raise ConfigError(
+            f"device must be {DEVICE_CHOICES}; received {device!r} ({type(device).__name__})."
+        )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            f"device {device!r} is not a device; expected {DEVICE_CHOICES}."
+        ) from None
+    if resolved.type == "cuda" and (
+        not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"device {device!r}: no such CUDA device here ({torch.cuda.device_count()} found); "
+            "use 'cpu' or 'auto'."
+        )
+    return resolved
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,19 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except (ValueError, OSError):  # a closed stream
+        return False
+
+
 class ProgressBar:
     """``Epoch 1/3  12/57 [====>.....] - ETA 0:03 - loss: 0.4123 - 850 samples/s``.
+
+    ``verbose=1`` redraws one line on a terminal; when the stream is not a terminal (a log
+    file, a pipe) it writes what ``verbose=2`` writes: one plain line per epoch.
 
     ``update`` is cheap; values that need a device sync are only read when the line is
     redrawn (at most every ``interval`` seconds) through the ``values`` callable.
@@ -37,6 +48,9 @@ class ProgressBar:
         self.stream = stream or sys.stdout
         self.interval = interval
         self.width = width
+        if verbose == 1 and not _is_terminal(self.stream):
+            verbose = 2  # logs and pipes get one plain line per epoch, not \r-joined redraws
+        self.verbose = verbose
         self.start = time.perf_counter()
         self.last_draw = 0.0
         self.samples = 0
