@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cnnkit._core.errors import CnnkitError, ConfigError, did_you_mean
+from cnnkit._core.errors import ConfigError, did_you_mean
 from cnnkit.report.html import MODEL_PAGE  # the page `cnnkit train` writes next to report.html
 
 log = logging.getLogger("cnnkit.cli")
@@ -186,5 +186,5 @@ def write_page_after_training(run: Path, model: Any, config: dict[str, Any], dat
         return
     try:
         _write(run, run / MODEL_PAGE, model, config, data, report=True)
-    except (CnnkitError, OSError, ValueError, RuntimeError) as err:
-        log.warning("%s could not be written: %s", MODEL_PAGE, err)
+    except Exception as err:  # noqa: BLE001 - a page must never fail a finished training
+        log.warning("%s could not be written: %s: %s", MODEL_PAGE, type(err).__name__, err)

@@ -25,7 +25,14 @@ from torch import nn
 
 from cnnkit._core.errors import CnnkitError, ConfigError
 from cnnkit.layers.summary import summary
-from cnnkit.report._images import array_to_data_uri, colormap, downsample, to_display
+from cnnkit.report._images import (
+    array_to_data_uri,
+    colormap,
+    downsample,
+    plane,
+    tile,
+    to_display,
+)
 from cnnkit.report.explain_ops import _json_script, asset
 
 __all__ = ["RunExamples", "layer_geometry", "write_model_page"]
@@ -286,7 +293,7 @@ def _overlay(img: np.ndarray, heat: np.ndarray) -> np.ndarray:
 
 
 def _run_data(net: nn.Module, run: RunExamples, rows: list[Any], nd: int) -> dict[str, Any]:
-    from cnnkit.interpret import feature_maps, make_grid
+    from cnnkit.interpret import feature_maps
 
     x = run.x.float()
     with torch.no_grad():
@@ -309,7 +316,7 @@ def _run_data(net: nn.Module, run: RunExamples, rows: list[Any], nd: int) -> dic
     examples = []
     for k in range(shown.shape[0]):
         img = to_display(shown[k])
-        h = heat[k].detach().float().cpu().numpy()
+        h = plane(heat[k])
         entry = {
             "img": array_to_data_uri(downsample(img, IMAGE_SIDE).round().astype(np.uint8)),
             "pred": int(pred[k]),
@@ -321,13 +328,9 @@ def _run_data(net: nn.Module, run: RunExamples, rows: list[Any], nd: int) -> dic
             "maps": {},
         }
         for row_idx, path in zip(map_rows, paths):
-            m = maps[path][k].float().cpu().numpy()
-            m = m.reshape(m.shape[0], -1, m.shape[-1]) if m.ndim == 2 else m
-            if m.ndim != 3:
-                continue
-            small = np.stack([downsample(c, MAP_SIDE) for c in m[:MAX_CHANNELS]])
-            grid = make_grid(small, padding=1, normalize="each")
-            entry["maps"][str(row_idx)] = array_to_data_uri(colormap(grid, normalize=False))
+            m = maps[path][k][:MAX_CHANNELS]
+            grid = tile([colormap(downsample(plane(c), MAP_SIDE)) for c in m])
+            entry["maps"][str(row_idx)] = array_to_data_uri(grid)
         examples.append(entry)
     wrong = []
     if run.y is not None:

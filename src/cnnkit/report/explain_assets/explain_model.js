@@ -14,11 +14,12 @@
     if (!g || g === "global") return null;
     const units = nd >= 2 ? [i, j] : [j];
     const size = nd >= 2 ? [H, W] : [W];
-    return units.map((u, d) => {
-      const span = g.r[d];
+    const off = g.r.length - units.length;  // a volume: its last two dims
+    return units.map((u, e) => {
+      const d = e + off, span = g.r[d];
       const start = g.o ? g.o[d] + u * g.j[d]
         : Math.round((u + 0.5) * g.j[d] - span / 2);  // branch: centred on the unit
-      return [Math.max(start, 0), Math.min(start + span, size[d]), start, start + span];
+      return [Math.max(start, 0), Math.min(start + span, size[e]), start, start + span];
     });
   }
   window.cnnkitModel = { rfBox, data: D, state: S };
@@ -52,7 +53,7 @@
       return;
     }
     const sp = r.spatial || [1, 1];
-    const mi = nd >= 2 ? sp[0] : 1, mj = sp[sp.length - 1];
+    const mi = nd >= 2 ? sp[sp.length - 2] : 1, mj = sp[sp.length - 1];
     $("rf-i").max = mi - 1; $("rf-j").max = mj - 1;
     const i = Math.min(Math.max(parseInt($("rf-i").value, 10) || 0, 0), mi - 1);
     const j = Math.min(Math.max(parseInt($("rf-j").value, 10) || 0, 0), mj - 1);
