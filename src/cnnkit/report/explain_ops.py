@@ -346,11 +346,17 @@ def write_operation_page(
         if isinstance(padding, tuple):
             padding = ",".join(str(int(v)) for v in padding)
         config["padding"] = str(padding)
-    # check the padding spec once, as the terminal would read it
+    # check the padding spec once, as the terminal reads it
     text = config["padding"]
     if text not in ("valid", "same", "full"):
-        spec = tuple(int(v) for v in text.split(",")) if "," in text else int(text)
-        resolve_padding(spec if not isinstance(spec, tuple) else spec, config["input"], 1)
+        try:
+            spec: Any = tuple(int(v) for v in text.split(",")) if "," in text else int(text)
+        except ValueError:
+            raise ConfigError(
+                f"padding {text!r} is not a padding; expected an int, (before, after), "
+                "'valid', 'same' or 'full'."
+            ) from None
+        resolve_padding(spec, config["input"], 1)
     user_values = any(v is not None for v in (input_size, kernel, stride, padding))
     config.update(
         op=op,
