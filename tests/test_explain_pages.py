@@ -33,18 +33,13 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
-pytestmark = [
-    pytest.mark.skipif(
-        sync_playwright is None, reason="playwright is not installed (pip install playwright)"
-    ),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).is_file(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"
-    ),
-]
-
 
 @pytest.fixture(scope="module")
 def browser():
+    if sync_playwright is None:
+        pytest.skip("playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium, or set CNNKIT_CHROMIUM)")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield b

@@ -42,6 +42,7 @@ MAP_SIDE = 48
 IMAGE_SIDE = 128
 MAX_CHANNELS = 16
 MAX_MAP_LAYERS = 24
+BATCH = 32  # test inputs per forward pass when searching for misclassified ones
 
 
 @dataclass
@@ -295,12 +296,16 @@ def _overlay(img: np.ndarray, heat: np.ndarray) -> np.ndarray:
 def _run_data(net: nn.Module, run: RunExamples, rows: list[Any], nd: int) -> dict[str, Any]:
     from cnnkit.interpret import feature_maps
 
-    x = run.x.float()
-    with torch.no_grad():
-        was = net.training
-        net.eval()
-        probs = _probabilities(net(x))
+    ref = next(net.parameters(), None)
+    x = run.x.float().to(ref.device if ref is not None else "cpu")
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = torch.cat([net(x[i : i + BATCH]).float() for i in range(0, len(x), BATCH)])
+    finally:
         net.train(was)
+    probs = _probabilities(out).cpu()
     pred = probs.argmax(dim=1)
     names = run.classes or [str(i) for i in range(probs.shape[1])]
     shown = x[: run.examples]
