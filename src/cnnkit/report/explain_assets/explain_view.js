@@ -178,7 +178,8 @@
 
     const parts = [];
     if (OP === "conv" || OP === "dilated" || OP === "transposed") {
-      const inp = grid(OP === "transposed" ? `input x (${m.H} x ${m.W})` : "input x, zero-padded",
+      const padded = m.g.pads.some(([a, b]) => a || b);
+      const inp = grid(OP === "transposed" ? `input x (${m.H} x ${m.W})` : padded ? "input x, zero-padded" : "input x",
         m.x, { pads: OP === "transposed" ? undefined : m.g.pads });
       const kern = m.d > 1 ? grid(`kernel, dilated by ${m.d}`, spreadKernel(m.w, { h: m.g.dh, w: m.g.dw }), { raw: true, cls: "kernel" })
         : grid("kernel w", m.w, { cls: "kernel" });
