@@ -41,7 +41,8 @@ def test_stride_three_error_shows_arithmetic_seed004():
     with pytest.raises(ShapeError) as info:
         conv_output_size(7, 3, stride=3)
     msg = str(info.value)
-    assert "(7 - 3)/3 + 1 = 2.33" in msg
+    assert "(7 - 3 + 0)/3 + 1 = 2.33" in msg
+    assert "a stride of 1, 2 or 4" in msg  # strides that divide 7 - 3
     assert "padding=1" in msg  # a padding that fits: (7 - 3 + 2)/3 + 1 = 3
     assert conv_output_size(7, 3, stride=3, padding=1) == 3
     assert conv_output_size(7, 3, stride=3, floor=True) == 2

@@ -7,6 +7,7 @@ cnnkit predict RUN INPUTS... [--cam] classes (and CAMs) for images / .npy arrays
 cnnkit models                        registered models (and --recipes)
 cnnkit summary cifar_cnn             Keras-like table with MACs and receptive fields
 cnnkit explain conv --input 7 --kernel 3 --stride 2 --padding 1
+cnnkit explain pool|...|MODEL|RUN --html PAGE.html   interactive explain pages
 cnnkit data download|verify NAME     checksummed dataset files
 cnnkit export RUN --format onnx      an ONNX file of a run's model
 
@@ -141,26 +142,40 @@ def _add_tools(sub) -> None:
     p.set_defaults(fn=tools.cmd_summary)
 
     p = sub.add_parser(
-        "explain", help="output size, receptive field and conv-as-matrix of one convolution",
+        "explain", help="the arithmetic of an operation, or an interactive page of an "
+        "operation, a model or a run (--html)",
         description="`cnnkit explain conv --input 7 --kernel 3 --stride 2 --padding 1` "
-        "(or the short form `cnnkit explain 7 3 --stride 2`).",
+        "(or the short form `cnnkit explain 7 3 --stride 2`) explains the arithmetic; "
+        "`cnnkit explain conv|pool|unpool|transposed|dilated|upsample ... --html PAGE.html` "
+        "writes an interactive page, `cnnkit explain MODEL|RUN --html PAGE.html` one of a "
+        "registered model or a trained run folder.",
     )  # fmt: skip
     p.add_argument(
         "what",
         nargs="*",
-        metavar="conv | N K",
-        help="'conv' with --input/--kernel, or input size and kernel size",
+        metavar="OPERATION | MODEL | RUN | N K",
+        help="conv, pool, unpool, transposed, dilated or upsample (with --input/--kernel), "
+        "input size and kernel size, a registered model or a run folder",
     )
     p.add_argument("--input", type=_positive, default=None, dest="input_size", help="input size N")
     p.add_argument("--kernel", type=_positive, default=None, dest="kernel_size",
-                   help="kernel size F")  # fmt: skip
-    p.add_argument("--stride", type=_positive, default=1)
-    p.add_argument("--padding", default="0", help="an int, 'before,after', valid, same or full")
-    p.add_argument("--dilation", type=_positive, default=1)
+                   help="kernel (pool window) size F")  # fmt: skip
+    p.add_argument("--stride", type=_positive, default=None,
+                   help="stride S (default 1; pooling: the window; upsample: the factor)")  # fmt: skip
+    p.add_argument("--padding", default=None, help="an int, 'before,after', valid, same or full")
+    p.add_argument("--dilation", type=_positive, default=None)
     p.add_argument("--dims", type=int, choices=(1, 2), default=2,
                    help="1D or 2D for the conv-as-matrix (default 2)")  # fmt: skip
     p.add_argument("--no-matrix", dest="matrix", action="store_false",
                    help="do not print the conv-as-matrix")  # fmt: skip
+    p.add_argument("--html", default=None, metavar="PAGE.html",
+                   help="write a self-contained interactive page instead of printing")  # fmt: skip
+    p.add_argument("--mode", default=None,
+                   help="pool: max, min or average; upsample: nearest, bilinear or "
+                   "'bed of nails' (the page's starting choice)")  # fmt: skip
+    p.add_argument("--input-shape", type=_positive, nargs="+", default=None, metavar="N",
+                   help="MODEL: per-sample input shape, channels first, e.g. 3 32 32")  # fmt: skip
+    p.add_argument("--data-dir", default=None, help="RUN: override the run's data folder")
     p.set_defaults(fn=_explain)
 
     p = sub.add_parser("data", help="download or verify dataset files (checksummed)")
@@ -182,25 +197,9 @@ def check_device(text: str) -> str:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    what = list(args.what)
-    if what and what[0] == "conv":
-        what = what[1:]
-    if len(what) not in (0, 2):
-        raise ConfigError(
-            f"explain received {' '.join(args.what)!r}; expected `conv --input N --kernel F` "
-            "or two integers N F."
-        )
-    n, k = args.input_size, args.kernel_size
-    if what:
-        try:
-            n, k = int(what[0]), int(what[1])
-        except ValueError:
-            raise ConfigError(
-                f"explain expects two integers N F (input and kernel size); received "
-                f"{' '.join(what)!r}."
-            ) from None
-    args.n, args.kernel = n, k
-    return tools.cmd_explain(args)
+    from cnnkit.cli.explain import cmd_explain
+
+    return cmd_explain(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

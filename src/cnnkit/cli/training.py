@@ -283,6 +283,9 @@ def train(
     from cnnkit.cli.plots import make_plots
 
     make_plots(run, config, model, data, history, metrics)
+    from cnnkit.cli.explain import write_page_after_training
+
+    write_page_after_training(run, model, config, data)  # model.html, linked from report.html
     run_folder.write_report(run, title=f"cnnkit run {config['name']}")
     return metrics
 

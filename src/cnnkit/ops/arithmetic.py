@@ -31,6 +31,7 @@ __all__ = [
     "dense_params",
     "effective_kernel_size",
     "explain_conv_output_size",
+    "output_size_formula",
     "pool_output_size",
     "receptive_field",
     "resolve_padding",
@@ -127,13 +128,27 @@ def _fmt(x: float) -> str:
 
 def _formula(n: int, f_eff: int, before: int, after: int, stride: int) -> str:
     if before == after == 0:
-        inner = f"{n} - {f_eff}"
+        inner = f"{n} - {f_eff} + 0"
     elif before == after:
         inner = f"{n} - {f_eff} + 2*{before}"
     else:
         inner = f"{n} - {f_eff} + {before} + {after}"
     value = (n - f_eff + before + after) / stride + 1
     return f"({inner})/{stride} + 1 = {_fmt(value)}"
+
+
+def output_size_formula(
+    n: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int | str | Sequence[int] = 0,
+    dilation: int = 1,
+) -> str:
+    """``(N - F + 2P)/S + 1`` with the numbers filled in, e.g. ``'(7 - 3 + 0)/3 + 1 = 2.33'``
+    (the value to two decimals when it is not whole)."""
+    f_eff = effective_kernel_size(kernel_size, dilation)
+    before, after = resolve_padding(padding, n, kernel_size, stride, dilation)
+    return _formula(n, f_eff, before, after, _check_int("stride", stride, 1))
 
 
 def _padding_suggestion(n: int, f_eff: int, before: int, after: int, stride: int) -> str:
@@ -148,8 +163,11 @@ def _padding_suggestion(n: int, f_eff: int, before: int, after: int, stride: int
     drop = numerator % stride
     floored = numerator // stride + 1
     same_out = -(-n // stride)
+    strides = [s for s in range(1, numerator + 1) if numerator % s == 0][:6]
+    stride_txt = ", ".join(map(str, strides[:-1])) + " or " if len(strides) > 1 else ""
     return (
         f"Use {pad_txt} (output {fits}), padding='same' (output ceil({n}/{stride}) = {same_out}), "
+        f"a stride of {stride_txt}{strides[-1]}, "
         f"an input of {n - drop} or {n + extra}, or floor=True for the floored size {floored} "
         f"that PyTorch and Keras compute (the last {drop} input element(s) are then never covered)."
     )

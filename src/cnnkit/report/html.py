@@ -31,11 +31,14 @@ from cnnkit.report.plots import (
     read_history_csv,
 )
 
-__all__ = ["format_value", "write_run_report"]
+__all__ = ["MODEL_PAGE", "format_value", "write_run_report"]
 
 log = logging.getLogger("cnnkit.report")
 
 NOT_RECORDED = "not recorded"
+#: the interactive explain page of the run's model (``cnnkit explain RUN --html``), linked
+#: from the report when the run folder holds it
+MODEL_PAGE = "model.html"
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;
 background:#f6f7f9}
@@ -261,6 +264,12 @@ def write_run_report(run_dir: str | os.PathLike, title: str | None = None) -> Pa
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">run folder {_e(run.resolve().name)} &middot; report written {now}</p>',
     ]
+    if (run / MODEL_PAGE).is_file():
+        page.append(
+            f'<p><a id="model-page" href="{MODEL_PAGE}">Explore the model interactively</a>: '
+            "its layers, receptive fields, feature maps of test inputs and class activation "
+            "maps (a page written alongside this report).</p>"
+        )
     for name, content in sections:
         slug = name.lower().replace(" ", "-")
         page.append(f'<section id="{slug}"><h2>{_e(name)}</h2>\n{content}\n</section>')
