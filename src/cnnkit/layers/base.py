@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from cnnkit._core.errors import ConfigError, ShapeError
-from cnnkit.ops.arithmetic import resolve_padding
+from cnnkit.layers.padding import (  # noqa: F401  (re-exported)
+    PaddingSpec,
+    normalize_padding,
+    normalize_tuple,
+    resolve_pads,
+    symmetric,
+    torch_pad_arg,
+)
 
 Shape = tuple  # tuple[int | None, ...]
 
@@ -195,120 +202,7 @@ class Layer(nn.Module):
 
 
 # ---------------------------------------------------------------------- argument helpers
-
-
-def normalize_tuple(
-    value: int | Sequence[int], n: int, name: str, minimum: int = 1
-) -> tuple[int, ...]:
-    """An int or a sequence of ``n`` ints, as a tuple of ``n`` ints >= ``minimum``."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be an int or a tuple of {n} ints; received {value!r}.")
-    if isinstance(value, int):
-        vals: tuple = (value,) * n
-    elif isinstance(value, Sequence) and not isinstance(value, str):
-        vals = tuple(value)
-        if len(vals) != n:
-            raise ConfigError(
-                f"{name} must be an int or a tuple of {n} ints; received {tuple(value)!r} "
-                f"({len(vals)} entries)."
-            )
-    else:
-        raise ConfigError(f"{name} must be an int or a tuple of {n} ints; received {value!r}.")
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ConfigError(f"{name} must contain ints >= {minimum}; received {value!r}.")
-    return tuple(int(v) for v in vals)
-
-
-PaddingSpec = str | tuple  # 'valid' | 'same' | 'full' | ((before, after), ...)
-
-
-def normalize_padding(
-    padding: Any, n: int, allowed: Sequence[str] = ("valid", "same", "full")
-) -> PaddingSpec:
-    """Normalize a layer's padding argument for ``n`` spatial dims.
-
-    Accepts ``'valid'``, ``'same'``, ``'full'`` (those in ``allowed``), an int, a tuple
-    of ``n`` ints (symmetric per dim), a tuple of ``n`` pairs ``(before, after)``, or
-    for one spatial dim a single pair. Returns the lower-cased string or a tuple of
-    ``n`` ``(before, after)`` pairs.
-    """
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode not in allowed:
-            from cnnkit._core.errors import did_you_mean
-
-            raise ConfigError(
-                f"Unknown padding {padding!r}; expected one of {', '.join(map(repr, allowed))}, "
-                f"an int, a tuple of {n} ints or a tuple of {n} (before, after) pairs."
-                + did_you_mean(mode, allowed)
-            )
-        return mode
-    err = ConfigError(
-        f"padding must be one of {', '.join(map(repr, allowed))}, an int, a tuple of {n} ints or "
-        f"{n} (before, after) pairs; received {padding!r}."
-    )
-    if isinstance(padding, bool):
-        raise err
-    if isinstance(padding, int):
-        if padding < 0:
-            raise err
-        return tuple((padding, padding) for _ in range(n))
-    if not isinstance(padding, Sequence):
-        raise err
-    items = list(padding)
-    if n == 1 and len(items) == 2 and all(isinstance(v, int) for v in items):
-        items = [tuple(items)]
-    if len(items) != n:
-        raise err
-    pairs = []
-    for item in items:
-        if isinstance(item, int) and not isinstance(item, bool):
-            pair = (item, item)
-        elif isinstance(item, Sequence) and len(item) == 2:
-            pair = tuple(item)
-        else:
-            raise err
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in pair):
-            raise err
-        pairs.append((int(pair[0]), int(pair[1])))
-    return tuple(pairs)
-
-
-def resolve_pads(
-    padding: PaddingSpec,
-    sizes: Sequence[int | None],
-    kernel_size: Sequence[int],
-    strides: Sequence[int],
-    dilation: Sequence[int],
-) -> list[tuple[int, int]]:
-    """``(before, after)`` per spatial dim for a normalized padding and input sizes."""
-    if isinstance(padding, tuple):
-        return list(padding)
-    out = []
-    for n, k, s, d in zip(sizes, kernel_size, strides, dilation):
-        if n is None:
-            if padding == "same" and s > 1:
-                raise ShapeError("'same' padding with stride > 1 needs known spatial sizes.")
-            n = 1_000_000 * s  # any multiple of the stride gives the same pads for stride 1
-        out.append(resolve_padding(padding, n, k, s, d))
-    return out
-
-
-def torch_pad_arg(pads: Sequence[tuple[int, int]]) -> list[int]:
-    """``(before, after)`` per dim (first to last) -> the flat list ``F.pad`` wants."""
-    flat: list[int] = []
-    for before, after in reversed(list(pads)):
-        flat += [before, after]
-    return flat
-
-
-def symmetric(pads: Sequence[tuple[int, int]]) -> tuple[int, ...] | None:
-    """The per-dim padding tuple if every pair is symmetric, else ``None``."""
-    if all(b == a for b, a in pads):
-        return tuple(b for b, _ in pads)
-    return None
-
+# (kept importable from here; they live in cnnkit.layers.padding)
 
 # ---------------------------------------------------------------------- activations
 

@@ -28,15 +28,9 @@ import torch
 from torch import nn
 
 from cnnkit._core.errors import ShapeError
-from cnnkit.layers.base import init_bias, initialize, resolve_pads
-from cnnkit.layers.conv import (
-    CONV_FNS,
-    Plan,
-    _WindowBase,
-    check_initializer,
-    check_positive_int,
-    pad_plan,
-)
+from cnnkit.layers.base import init_bias, initialize
+from cnnkit.layers.conv import CONV_FNS, _WindowBase, check_initializer
+from cnnkit.layers.padding import Plan, check_positive_int, pad_plan, resolve_pads
 from cnnkit.ops import arithmetic
 
 __all__ = [
@@ -145,9 +139,14 @@ class _DepthwiseND(_DepthwiseBase):
 
 
 class DepthwiseConv1D(_DepthwiseND):
-    """Depthwise 1D convolution: ``x (Tensor[N, C, L])`` -> ``Tensor[N, C * dm, L_out]``."""
+    """Depthwise 1D convolution: ``x (Tensor[N, C, L])`` -> ``Tensor[N, C * dm, L_out]``.
+
+    ``padding='causal'`` pads ``dilation_rate * (kernel_size - 1)`` before the sequence,
+    as :class:`cnnkit.layers.Conv1D` (Keras 3 offers 'causal' only on ``Conv1D``).
+    """
 
     spatial_dims = 1
+    causal_allowed = True
 
 
 class DepthwiseConv2D(_DepthwiseND):
@@ -251,9 +250,14 @@ class _SeparableND(_DepthwiseBase):
 
 
 class SeparableConv1D(_SeparableND):
-    """Depthwise-separable 1D convolution: ``x (Tensor[N, C, L])`` -> ``Tensor[N, filters, L']``."""
+    """Depthwise-separable 1D convolution: ``x (Tensor[N, C, L])`` -> ``Tensor[N, filters, L']``.
+
+    ``padding='causal'`` pads ``dilation_rate * (kernel_size - 1)`` before the sequence,
+    as :class:`cnnkit.layers.Conv1D` (Keras 3 offers 'causal' only on ``Conv1D``).
+    """
 
     spatial_dims = 1
+    causal_allowed = True
 
 
 class SeparableConv2D(_SeparableND):
