@@ -219,6 +219,24 @@ def _linear(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    """Keras' ``leaky_relu``: negative slope 0.2 (torch's default is 0.01)."""
+    return nn.functional.leaky_relu(x, 0.2)
+
+
+def _squareplus(x: torch.Tensor) -> torch.Tensor:
+    """Keras' ``squareplus`` with ``b = 4``: ``(x + sqrt(x^2 + 4)) / 2``."""
+    return (x + torch.sqrt(x * x + 4.0)) / 2
+
+
+def _sparse_plus(x: torch.Tensor) -> torch.Tensor:
+    """Keras' ``sparse_plus``: 0 for x <= -1, ``(x + 1)^2 / 4`` for |x| < 1, x above."""
+    return torch.where(x <= -1, torch.zeros_like(x), torch.where(x < 1, (x + 1) ** 2 / 4, x))
+
+
+#: Keras' string activations with Keras' default arguments (``leaky_relu``: slope 0.2,
+#: ``gelu``: exact, ``soft_shrink``/``hard_shrink``: threshold 0.5); each is compared
+#: with ``keras.activations.get(name)`` in tests/test_keras_parity.py
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "linear": _linear,
     "relu": torch.relu,
@@ -236,8 +254,18 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "mish": nn.functional.mish,
     "softplus": nn.functional.softplus,
     "softsign": nn.functional.softsign,
-    "leaky_relu": nn.functional.leaky_relu,
+    "leaky_relu": _leaky_relu,
     "exponential": torch.exp,
+    "celu": nn.functional.celu,
+    "hard_silu": nn.functional.hardswish,
+    "hard_swish": nn.functional.hardswish,
+    "hard_tanh": nn.functional.hardtanh,
+    "log_sigmoid": nn.functional.logsigmoid,
+    "tanh_shrink": nn.functional.tanhshrink,
+    "soft_shrink": nn.functional.softshrink,
+    "hard_shrink": nn.functional.hardshrink,
+    "squareplus": _squareplus,
+    "sparse_plus": _sparse_plus,
 }
 
 
@@ -278,7 +306,11 @@ def _fans(weight: torch.Tensor, transposed: bool = False) -> tuple[int, int]:
 
 
 def initialize(
-    weight: torch.Tensor, initializer: str | Callable, *, transposed: bool = False
+    weight: torch.Tensor,
+    initializer: str | Callable,
+    *,
+    transposed: bool = False,
+    fans: tuple[int, int] | None = None,
 ) -> None:
     """Fill ``weight`` in place, Keras-named.
 
@@ -286,6 +318,11 @@ def initialize(
     ``'he_uniform'``, ``'lecun_normal'``, ``'lecun_uniform'``, ``'orthogonal'``,
     ``'zeros'``, ``'ones'``, ``'torch'`` (PyTorch's own default for conv/linear), or a
     callable taking the tensor.
+
+    ``fans=(fan_in, fan_out)`` overrides the fans read from the PyTorch layout
+    (``(out, in, *k)``: ``fan_in = in * prod(k)``, ``fan_out = out * prod(k)``, which
+    equal Keras' for dense, convolution and transposed-convolution kernels); the
+    depthwise layers pass Keras' fans of a ``(*k, C, depth_multiplier)`` kernel.
     """
     with torch.no_grad():
         if callable(initializer) and not isinstance(initializer, str):
@@ -296,9 +333,12 @@ def initialize(
                 f"initializer must be a name or a callable; received {initializer!r}."
             )
         name = initializer.lower()
-        fan_in, fan_out = (
-            _fans(weight, transposed) if weight.dim() >= 2 else (weight.numel(), weight.numel())
-        )
+        if fans is not None:
+            fan_in, fan_out = fans
+        elif weight.dim() >= 2:
+            fan_in, fan_out = _fans(weight, transposed)
+        else:
+            fan_in, fan_out = weight.numel(), weight.numel()
         if name == "glorot_uniform":
             limit = math.sqrt(6.0 / (fan_in + fan_out))
             weight.uniform_(-limit, limit)

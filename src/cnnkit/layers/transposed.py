@@ -167,7 +167,9 @@ class _ConvNDTranspose(Layer):
         self.weight = nn.Parameter(
             torch.empty(c_in, self.filters // self.groups, *self.kernel_size)
         )
-        initialize(self.weight, self.kernel_initializer, transposed=True)
+        # PyTorch's (C_in, filters, *k) read as (out, in, *k) gives Keras' fans of its
+        # (*k, filters, C_in) kernel: fan_in = filters * prod(k), fan_out = C_in * prod(k)
+        initialize(self.weight, self.kernel_initializer)
         if self.use_bias:
             self.bias = nn.Parameter(torch.empty(self.filters))
             fan_in = self.filters // self.groups * math.prod(self.kernel_size)
