@@ -17,7 +17,15 @@ from cnnkit.layers.global_pooling import (
     GlobalMaxPooling2D,
     GlobalMaxPooling3D,
 )
-from cnnkit.layers.merge import Add, Average, Concatenate, Multiply
+from cnnkit.layers.merge import (
+    Add,
+    Average,
+    Concatenate,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+)
 from cnnkit.layers.normalization import BatchNormalization
 from cnnkit.layers.pooling import (
     AveragePooling1D,

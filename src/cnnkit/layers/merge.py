@@ -1,4 +1,5 @@
-"""Merge layers: ``Concatenate``, ``Add``, ``Multiply``, ``Average``.
+"""Merge layers: ``Concatenate``, ``Add``, ``Subtract``, ``Multiply``, ``Average``,
+``Maximum``, ``Minimum``.
 
 Each is called with a list (or tuple) of tensors, as in Keras:
 ``Concatenate()([a, b, c])``. The inception module (seed 003) concatenates its
@@ -22,7 +23,7 @@ import torch
 from cnnkit._core.errors import ConfigError, ShapeError
 from cnnkit.layers.base import Layer
 
-__all__ = ["Add", "Average", "Concatenate", "Multiply"]
+__all__ = ["Add", "Average", "Concatenate", "Maximum", "Minimum", "Multiply", "Subtract"]
 
 
 def _fmt_shapes(shapes: Sequence[tuple]) -> str:
@@ -194,3 +195,28 @@ class Average(_Merge):
 
     def call(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         return functools.reduce(operator.add, inputs) / len(inputs)
+
+
+class Subtract(_Merge):
+    """``inputs[0] - inputs[1]`` for exactly two tensors of identical shape (Keras ``Subtract``)."""
+
+    def call(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(inputs) != 2:
+            raise ShapeError(
+                f"Subtract takes exactly two tensors, as Keras' Subtract; received {len(inputs)}."
+            )
+        return inputs[0] - inputs[1]
+
+
+class Maximum(_Merge):
+    """Element-wise maximum of tensors of identical shape."""
+
+    def call(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return functools.reduce(torch.maximum, inputs)
+
+
+class Minimum(_Merge):
+    """Element-wise minimum of tensors of identical shape."""
+
+    def call(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return functools.reduce(torch.minimum, inputs)
