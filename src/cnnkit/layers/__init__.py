@@ -7,7 +7,7 @@ One concept per file; every layer builds on first call (or eagerly through
 from cnnkit.layers.base import Layer
 from cnnkit.layers.blocks import Inception, ResidualBlock
 from cnnkit.layers.conv import Conv1D, Conv2D, Conv3D
-from cnnkit.layers.core import Activation, Dense, Flatten, LeakyReLU, ReLU, Reshape
+from cnnkit.layers.core import Activation, Dense, Flatten, LeakyReLU, ReLU, Rescaling, Reshape
 from cnnkit.layers.dropout import Dropout, SpatialDropout1D, SpatialDropout2D, SpatialDropout3D
 from cnnkit.layers.global_pooling import (
     GlobalAveragePooling1D,
@@ -17,6 +17,7 @@ from cnnkit.layers.global_pooling import (
     GlobalMaxPooling2D,
     GlobalMaxPooling3D,
 )
+from cnnkit.layers.graph import Graph
 from cnnkit.layers.merge import (
     Add,
     Average,
@@ -42,6 +43,7 @@ from cnnkit.layers.reshaping import (
     Cropping1D,
     Cropping2D,
     Cropping3D,
+    Permute,
     ZeroPadding1D,
     ZeroPadding2D,
     ZeroPadding3D,

@@ -21,7 +21,7 @@ from cnnkit._core.errors import ConfigError, ShapeError
 from cnnkit.layers.base import Layer, get_activation, init_bias, initialize
 from cnnkit.ops.arithmetic import dense_macs
 
-__all__ = ["Activation", "Dense", "Flatten", "LeakyReLU", "ReLU", "Reshape"]
+__all__ = ["Activation", "Dense", "Flatten", "LeakyReLU", "ReLU", "Rescaling", "Reshape"]
 
 
 def _positive_int(name: str, value: Any, owner: str) -> int:
@@ -326,6 +326,38 @@ class ReLU(Layer):
             "threshold": self.threshold,
             **_name_config(self),
         }
+
+
+class Rescaling(Layer):
+    """``x * scale + offset`` (Keras ``Rescaling``; ``Rescaling(1 / 255)`` maps bytes to
+    [0, 1], the decks' ``Lambda(lambda x: x / 255)`` written as a layer)."""
+
+    spatial_dims = None
+    min_rank = 1
+
+    def __init__(
+        self,
+        scale: float,
+        offset: float = 0.0,
+        *,
+        input_shape: Sequence[int] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        for key, value in (("scale", scale), ("offset", offset)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
+                raise ConfigError(f"Rescaling expects {key} a finite number; received {value!r}.")
+        self.scale, self.offset = float(scale), float(offset)
+
+    def call(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset
+
+    def get_config(self) -> dict[str, Any]:
+        return {"scale": self.scale, "offset": self.offset, **_name_config(self)}
 
 
 class Reshape(Layer):

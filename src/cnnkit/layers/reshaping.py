@@ -21,11 +21,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cnnkit._core.errors import ShapeError
+from cnnkit._core.errors import ConfigError, ShapeError
 from cnnkit.layers.base import Layer
 from cnnkit.layers.padding import normalize_cropping, torch_pad_arg
 
 __all__ = [
+    "Permute",
     "Cropping1D",
     "Cropping2D",
     "Cropping3D",
@@ -182,3 +183,54 @@ class Cropping3D(_Cropping):
     """
 
     spatial_dims = 3
+
+
+class Permute(Layer):
+    """Reorder the non-batch axes (Keras ``Permute``): ``dims`` is a permutation of
+    ``1..rank-1`` (1-indexed, the batch axis stays first).
+
+    ``Permute((2, 3, 1))``: ``Tensor[N, C, H, W]`` -> ``Tensor[N, H, W, C]`` (channels-last).
+    """
+
+    spatial_dims = None
+    min_rank = 2
+
+    def __init__(
+        self,
+        dims: Sequence[int],
+        *,
+        input_shape: Sequence[int] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        ok = isinstance(dims, Sequence) and not isinstance(dims, str)
+        vals = tuple(dims) if ok else ()
+        if not ok or sorted(vals) != list(range(1, len(vals) + 1)) or not vals:
+            raise ConfigError(
+                f"Permute expects dims a permutation of 1..k (the non-batch axes, 1-indexed); "
+                f"received {dims!r}."
+            )
+        self.dims = tuple(int(d) for d in vals)
+
+    def _check_shape(self, shape: tuple) -> None:
+        super()._check_shape(shape)
+        if len(shape) != len(self.dims) + 1:
+            raise ShapeError(
+                f"Permute(dims={self.dims}) expects inputs of rank {len(self.dims) + 1} "
+                f"(batch first); received shape {tuple(shape)}."
+            )
+
+    def _build(self, input_shape: tuple) -> None:
+        self.in_channels = None
+
+    def call(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, *self.dims)
+
+    def _output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], *(input_shape[d] for d in self.dims))
+
+    def get_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"dims": self.dims}
+        if self.layer_name is not None:
+            cfg["name"] = self.layer_name
+        return cfg

@@ -140,8 +140,13 @@ def load(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn
     Training checkpoints (``ModelCheckpoint``'s ``best/`` and ``last/``) load the same
     way; given the ``ModelCheckpoint`` folder itself, the best checkpoint is loaded.
     Refuses folders with pickles, unknown formats, or tensors whose checksum differs.
+    A ``.keras`` (or legacy ``.h5``) Keras model file is imported by ``cnnkit.from_keras``.
     """
     folder = Path(directory)
+    if folder.suffix in (".keras", ".h5") and folder.is_file():  # a saved Keras model
+        from cnnkit.train.keras_import import from_keras
+
+        return from_keras(folder, device=device)
     cfg_path = folder / CONFIG
     if not cfg_path.is_file():
         # a ModelCheckpoint folder: its best checkpoint, else its last one
