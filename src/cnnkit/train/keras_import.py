@@ -279,5 +279,6 @@ def from_keras(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
             f"{kfile.source}: model class {kind!r} is not supported; cnnkit.from_keras imports "
             "Sequential and functional (keras.Model(inputs, outputs)) models."
         )
-    net.eval()
-    return Model(net.to(device))
+    model = Model(net.to(device))
+    model.eval()
+    return model
