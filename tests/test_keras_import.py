@@ -128,6 +128,22 @@ def test_files_that_are_not_keras_models_are_refused(tmp_path):
         cnnkit.from_keras(_with_config_raw(tmp_path, b"{not json"))
 
 
+def test_sizes_are_bounded_before_reading(tmp_path, monkeypatch):
+    from cnnkit.train import keras_file
+
+    monkeypatch.setattr(keras_file, "MAX_CONFIG_BYTES", 100)
+    with pytest.raises(CnnkitError, match=r"config.json is \d+ bytes; too large"):
+        cnnkit.from_keras(FIXTURE)
+
+
+def test_weights_that_do_not_fit_the_config_name_the_layer(tmp_path):
+    def edit(cfg):
+        _layer(cfg, "cls")["config"]["units"] = 5
+
+    with pytest.raises(ConfigError, match=r"'cls' \(Dense\): the file's kernel of shape"):
+        cnnkit.from_keras(_with_config(tmp_path, edit))
+
+
 def _with_config_raw(tmp_path: Path, raw: bytes) -> Path:
     out = tmp_path / "raw.keras"
     with zipfile.ZipFile(FIXTURE) as src, zipfile.ZipFile(out, "w") as dst:
@@ -197,6 +213,11 @@ def test_seed000_mnist_cnn(tmp_path):
     _randomise(model)
     imported = _round_trip(model, tmp_path)
     assert isinstance(imported.module, cnnkit.layers.Sequential)
+    # an imported Sequential saves and loads as any cnnkit model
+    imported.save(tmp_path / "saved")
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(cnnkit.load(tmp_path / "saved")(x), imported(x))
 
 
 @needs_keras

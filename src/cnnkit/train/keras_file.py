@@ -50,6 +50,10 @@ class KerasFile:
         self.legacy = legacy
         self._keys: list[str] | None = None
 
+    def close(self) -> None:
+        """Close the HDF5 file."""
+        self._h5.close()
+
     def _check_array(self, ds: Any, where: str) -> np.ndarray:
         import h5py
 

@@ -219,7 +219,11 @@ def _build_sequential(builder: _Builder, kfile: Any, layers: list) -> nn.Module:
     for index in range(start, len(layers)):
         t = _apply(builder, kfile, layers, index, [t], False)
     t = builder.keras_order(t, "output")
-    return Sequential([builder.layers[name] for name, _ in builder.nodes])
+    known = all(d is not None for d in shape[1:])
+    return Sequential(
+        [builder.layers[name] for name, _ in builder.nodes],
+        input_shape=shape[1:] if known else None,  # known: save / cnnkit.load round-trip
+    )
 
 
 def _refs(spec: Any) -> list[tuple[str, int, int]]:
@@ -266,6 +270,16 @@ def from_keras(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
     Keras was given. See the module docstring for the conversions and their limits.
     """
     kfile = read_keras_file(path)
+    try:
+        net = _build(kfile)
+    finally:
+        kfile.close()
+    model = Model(net.to(device))
+    model.eval()
+    return model
+
+
+def _build(kfile: Any) -> nn.Module:
     model_cfg = kfile.config
     kind = str(model_cfg.get("class_name"))
     config = model_cfg["config"]
@@ -279,6 +293,4 @@ def from_keras(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
             f"{kfile.source}: model class {kind!r} is not supported; cnnkit.from_keras imports "
             "Sequential and functional (keras.Model(inputs, outputs)) models."
         )
-    model = Model(net.to(device))
-    model.eval()
-    return model
+    return net
