@@ -385,3 +385,21 @@ def test_keras_saved_lambda_is_refused(tmp_path):
     model.save(path)
     with pytest.raises(ConfigError, match="Lambda layers hold Python code"):
         cnnkit.from_keras(path)
+
+
+@needs_keras
+def test_two_input_functional_model(tmp_path):
+    a_in, b_in = keras.Input((8, 8, 2)), keras.Input((8, 8, 3))
+    a = KL.Conv2D(4, 3, padding="same")(a_in)
+    b = KL.Conv2D(4, 1)(b_in)
+    x = KL.Concatenate()([KL.Average()([a, b]), KL.Maximum()([a, b])])
+    model = keras.Model([a_in, b_in], KL.Dense(2)(KL.GlobalMaxPooling2D()(x)))
+    _randomise(model)
+    path = tmp_path / "two.keras"
+    model.save(path)
+    rng = np.random.default_rng(0)
+    xa, xb = rng.random((3, 8, 8, 2), "float32"), rng.random((3, 8, 8, 3), "float32")
+    imported = cnnkit.from_keras(path)
+    with torch.no_grad():
+        y = imported(_cf(xa), _cf(xb)).numpy()
+    np.testing.assert_allclose(y, model.predict([xa, xb], verbose=0), atol=ATOL, rtol=ATOL)
