@@ -143,3 +143,57 @@ def test_bad_export_arguments_are_explained(tmp_path):
         export_onnx(net, tmp_path / "m.onnx", input_shape=(1, 5, 5))
     with pytest.raises(cnnkit.ShapeError, match="-3"):
         export_onnx(net, tmp_path / "m.onnx", input_shape=(1, -3, 28))
+
+
+@pytest.mark.parametrize(("px", "aux"), [(96, True), (224, False)])
+def test_googlenet_with_concatenate_round_trips_through_onnxruntime(tmp_path, px, aux):
+    """Inception modules merge with Concatenate; under the exporter's tracer the sizes are
+    traced tensors, which the merge's shape check must not trip over (issue 18)."""
+    torch.manual_seed(0)
+    net = create("googlenet", num_classes=10, aux_logits=aux)
+    path = export_onnx(net, tmp_path / "googlenet.onnx", input_shape=(3, px, px))
+    x = torch.rand(2, 3, px, px)
+    with torch.no_grad():
+        ref = net.eval()(x)
+    (got,) = _run_onnx(path, x)
+    np.testing.assert_allclose(got, ref.numpy(), atol=1e-4, rtol=1e-4)
+
+
+class _TwoInputs(nn.Module):
+    """A toy two-input model whose branches meet in Concatenate, Add, Multiply, Average."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from cnnkit.layers import Add, Average, Concatenate, Multiply
+
+        self.a = Conv2D(4, 3, padding="same", in_channels=2)
+        self.b = Conv2D(4, 1, in_channels=3)
+        self.cat, self.add, self.mul, self.avg = Concatenate(), Add(), Multiply(), Average()
+        self.head = Conv2D(2, 1, in_channels=8)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        a, b = self.a(x1), self.b(x2)
+        merged = self.cat([self.add([a, b]), self.avg([self.mul([a, b]), a, b])])
+        return self.head(merged)
+
+
+def test_two_input_model_with_merges_round_trips_through_onnxruntime(tmp_path):
+    torch.manual_seed(0)
+    net = _TwoInputs().eval()
+    x1, x2 = torch.rand(2, 2, 7, 9), torch.rand(2, 3, 7, 9)
+    path = tmp_path / "two.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            net,
+            (x1, x2),
+            str(path),
+            dynamo=False,
+            input_names=["x1", "x2"],
+            output_names=["y"],
+            dynamic_axes={"x1": {0: "batch"}, "x2": {0: "batch"}, "y": {0: "batch"}},
+        )
+    y1, y2 = torch.rand(3, 2, 7, 9), torch.rand(3, 3, 7, 9)  # another batch size
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x1": y1.numpy(), "x2": y2.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, net(y1, y2).numpy(), atol=1e-4, rtol=1e-4)

@@ -17,6 +17,7 @@ _LAZY = {
     "Model": "cnnkit.train.model",
     "History": "cnnkit.train.model",
     "load": "cnnkit.train.checkpoint",
+    "from_keras": "cnnkit.train.keras_import",
     "seed_everything": "cnnkit.train.seed",
     "summary": "cnnkit.layers.summary",
 }

@@ -7,7 +7,7 @@ One concept per file; every layer builds on first call (or eagerly through
 from cnnkit.layers.base import Layer
 from cnnkit.layers.blocks import Inception, ResidualBlock
 from cnnkit.layers.conv import Conv1D, Conv2D, Conv3D
-from cnnkit.layers.core import Activation, Dense, Flatten, Reshape
+from cnnkit.layers.core import Activation, Dense, Flatten, LeakyReLU, ReLU, Rescaling, Reshape
 from cnnkit.layers.dropout import Dropout, SpatialDropout1D, SpatialDropout2D, SpatialDropout3D
 from cnnkit.layers.global_pooling import (
     GlobalAveragePooling1D,
@@ -17,7 +17,16 @@ from cnnkit.layers.global_pooling import (
     GlobalMaxPooling2D,
     GlobalMaxPooling3D,
 )
-from cnnkit.layers.merge import Add, Average, Concatenate, Multiply
+from cnnkit.layers.graph import Graph
+from cnnkit.layers.merge import (
+    Add,
+    Average,
+    Concatenate,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+)
 from cnnkit.layers.normalization import BatchNormalization
 from cnnkit.layers.pooling import (
     AveragePooling1D,
@@ -29,6 +38,15 @@ from cnnkit.layers.pooling import (
     MinPooling1D,
     MinPooling2D,
     MinPooling3D,
+)
+from cnnkit.layers.reshaping import (
+    Cropping1D,
+    Cropping2D,
+    Cropping3D,
+    Permute,
+    ZeroPadding1D,
+    ZeroPadding2D,
+    ZeroPadding3D,
 )
 from cnnkit.layers.separable import (
     DepthwiseConv1D,

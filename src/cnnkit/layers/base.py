@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from cnnkit._core.errors import ConfigError, ShapeError
-from cnnkit.ops.arithmetic import resolve_padding
+from cnnkit.layers.padding import (  # noqa: F401  (re-exported)
+    PaddingSpec,
+    normalize_padding,
+    normalize_tuple,
+    resolve_pads,
+    symmetric,
+    torch_pad_arg,
+)
 
 Shape = tuple  # tuple[int | None, ...]
 
@@ -195,120 +202,7 @@ class Layer(nn.Module):
 
 
 # ---------------------------------------------------------------------- argument helpers
-
-
-def normalize_tuple(
-    value: int | Sequence[int], n: int, name: str, minimum: int = 1
-) -> tuple[int, ...]:
-    """An int or a sequence of ``n`` ints, as a tuple of ``n`` ints >= ``minimum``."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be an int or a tuple of {n} ints; received {value!r}.")
-    if isinstance(value, int):
-        vals: tuple = (value,) * n
-    elif isinstance(value, Sequence) and not isinstance(value, str):
-        vals = tuple(value)
-        if len(vals) != n:
-            raise ConfigError(
-                f"{name} must be an int or a tuple of {n} ints; received {tuple(value)!r} "
-                f"({len(vals)} entries)."
-            )
-    else:
-        raise ConfigError(f"{name} must be an int or a tuple of {n} ints; received {value!r}.")
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ConfigError(f"{name} must contain ints >= {minimum}; received {value!r}.")
-    return tuple(int(v) for v in vals)
-
-
-PaddingSpec = str | tuple  # 'valid' | 'same' | 'full' | ((before, after), ...)
-
-
-def normalize_padding(
-    padding: Any, n: int, allowed: Sequence[str] = ("valid", "same", "full")
-) -> PaddingSpec:
-    """Normalize a layer's padding argument for ``n`` spatial dims.
-
-    Accepts ``'valid'``, ``'same'``, ``'full'`` (those in ``allowed``), an int, a tuple
-    of ``n`` ints (symmetric per dim), a tuple of ``n`` pairs ``(before, after)``, or
-    for one spatial dim a single pair. Returns the lower-cased string or a tuple of
-    ``n`` ``(before, after)`` pairs.
-    """
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode not in allowed:
-            from cnnkit._core.errors import did_you_mean
-
-            raise ConfigError(
-                f"Unknown padding {padding!r}; expected one of {', '.join(map(repr, allowed))}, "
-                f"an int, a tuple of {n} ints or a tuple of {n} (before, after) pairs."
-                + did_you_mean(mode, allowed)
-            )
-        return mode
-    err = ConfigError(
-        f"padding must be one of {', '.join(map(repr, allowed))}, an int, a tuple of {n} ints or "
-        f"{n} (before, after) pairs; received {padding!r}."
-    )
-    if isinstance(padding, bool):
-        raise err
-    if isinstance(padding, int):
-        if padding < 0:
-            raise err
-        return tuple((padding, padding) for _ in range(n))
-    if not isinstance(padding, Sequence):
-        raise err
-    items = list(padding)
-    if n == 1 and len(items) == 2 and all(isinstance(v, int) for v in items):
-        items = [tuple(items)]
-    if len(items) != n:
-        raise err
-    pairs = []
-    for item in items:
-        if isinstance(item, int) and not isinstance(item, bool):
-            pair = (item, item)
-        elif isinstance(item, Sequence) and len(item) == 2:
-            pair = tuple(item)
-        else:
-            raise err
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in pair):
-            raise err
-        pairs.append((int(pair[0]), int(pair[1])))
-    return tuple(pairs)
-
-
-def resolve_pads(
-    padding: PaddingSpec,
-    sizes: Sequence[int | None],
-    kernel_size: Sequence[int],
-    strides: Sequence[int],
-    dilation: Sequence[int],
-) -> list[tuple[int, int]]:
-    """``(before, after)`` per spatial dim for a normalized padding and input sizes."""
-    if isinstance(padding, tuple):
-        return list(padding)
-    out = []
-    for n, k, s, d in zip(sizes, kernel_size, strides, dilation):
-        if n is None:
-            if padding == "same" and s > 1:
-                raise ShapeError("'same' padding with stride > 1 needs known spatial sizes.")
-            n = 1_000_000 * s  # any multiple of the stride gives the same pads for stride 1
-        out.append(resolve_padding(padding, n, k, s, d))
-    return out
-
-
-def torch_pad_arg(pads: Sequence[tuple[int, int]]) -> list[int]:
-    """``(before, after)`` per dim (first to last) -> the flat list ``F.pad`` wants."""
-    flat: list[int] = []
-    for before, after in reversed(list(pads)):
-        flat += [before, after]
-    return flat
-
-
-def symmetric(pads: Sequence[tuple[int, int]]) -> tuple[int, ...] | None:
-    """The per-dim padding tuple if every pair is symmetric, else ``None``."""
-    if all(b == a for b, a in pads):
-        return tuple(b for b, _ in pads)
-    return None
-
+# (kept importable from here; they live in cnnkit.layers.padding)
 
 # ---------------------------------------------------------------------- activations
 
@@ -325,6 +219,24 @@ def _linear(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    """Keras' ``leaky_relu``: negative slope 0.2 (torch's default is 0.01)."""
+    return nn.functional.leaky_relu(x, 0.2)
+
+
+def _squareplus(x: torch.Tensor) -> torch.Tensor:
+    """Keras' ``squareplus`` with ``b = 4``: ``(x + sqrt(x^2 + 4)) / 2``."""
+    return (x + torch.sqrt(x * x + 4.0)) / 2
+
+
+def _sparse_plus(x: torch.Tensor) -> torch.Tensor:
+    """Keras' ``sparse_plus``: 0 for x <= -1, ``(x + 1)^2 / 4`` for |x| < 1, x above."""
+    return torch.where(x <= -1, torch.zeros_like(x), torch.where(x < 1, (x + 1) ** 2 / 4, x))
+
+
+#: Keras' string activations with Keras' default arguments (``leaky_relu``: slope 0.2,
+#: ``gelu``: exact, ``soft_shrink``/``hard_shrink``: threshold 0.5); each is compared
+#: with ``keras.activations.get(name)`` in tests/test_keras_parity.py
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "linear": _linear,
     "relu": torch.relu,
@@ -342,8 +254,18 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "mish": nn.functional.mish,
     "softplus": nn.functional.softplus,
     "softsign": nn.functional.softsign,
-    "leaky_relu": nn.functional.leaky_relu,
+    "leaky_relu": _leaky_relu,
     "exponential": torch.exp,
+    "celu": nn.functional.celu,
+    "hard_silu": nn.functional.hardswish,
+    "hard_swish": nn.functional.hardswish,
+    "hard_tanh": nn.functional.hardtanh,
+    "log_sigmoid": nn.functional.logsigmoid,
+    "tanh_shrink": nn.functional.tanhshrink,
+    "soft_shrink": nn.functional.softshrink,
+    "hard_shrink": nn.functional.hardshrink,
+    "squareplus": _squareplus,
+    "sparse_plus": _sparse_plus,
 }
 
 
@@ -384,7 +306,11 @@ def _fans(weight: torch.Tensor, transposed: bool = False) -> tuple[int, int]:
 
 
 def initialize(
-    weight: torch.Tensor, initializer: str | Callable, *, transposed: bool = False
+    weight: torch.Tensor,
+    initializer: str | Callable,
+    *,
+    transposed: bool = False,
+    fans: tuple[int, int] | None = None,
 ) -> None:
     """Fill ``weight`` in place, Keras-named.
 
@@ -392,6 +318,11 @@ def initialize(
     ``'he_uniform'``, ``'lecun_normal'``, ``'lecun_uniform'``, ``'orthogonal'``,
     ``'zeros'``, ``'ones'``, ``'torch'`` (PyTorch's own default for conv/linear), or a
     callable taking the tensor.
+
+    ``fans=(fan_in, fan_out)`` overrides the fans read from the PyTorch layout
+    (``(out, in, *k)``: ``fan_in = in * prod(k)``, ``fan_out = out * prod(k)``, which
+    equal Keras' for dense, convolution and transposed-convolution kernels); the
+    depthwise layers pass Keras' fans of a ``(*k, C, depth_multiplier)`` kernel.
     """
     with torch.no_grad():
         if callable(initializer) and not isinstance(initializer, str):
@@ -402,9 +333,12 @@ def initialize(
                 f"initializer must be a name or a callable; received {initializer!r}."
             )
         name = initializer.lower()
-        fan_in, fan_out = (
-            _fans(weight, transposed) if weight.dim() >= 2 else (weight.numel(), weight.numel())
-        )
+        if fans is not None:
+            fan_in, fan_out = fans
+        elif weight.dim() >= 2:
+            fan_in, fan_out = _fans(weight, transposed)
+        else:
+            fan_in, fan_out = weight.numel(), weight.numel()
         if name == "glorot_uniform":
             limit = math.sqrt(6.0 / (fan_in + fan_out))
             weight.uniform_(-limit, limit)

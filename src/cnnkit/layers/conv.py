@@ -30,15 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit._core.errors import ConfigError, ShapeError, check_choice
-from cnnkit.layers.base import (
-    Layer,
-    get_activation,
-    init_bias,
-    initialize,
-    normalize_padding,
-    normalize_tuple,
+from cnnkit.layers.base import Layer, get_activation, init_bias, initialize
+from cnnkit.layers.padding import (
+    Plan,
+    check_positive_int,
+    is_static,
+    pad_plan,
+    padding_specs,
     resolve_pads,
-    torch_pad_arg,
+    window_args,
 )
 from cnnkit.ops import arithmetic
 
@@ -53,15 +53,6 @@ _TORCH_PAD_MODE = {
     "circular": "circular",
 }
 
-Plan = tuple  # (flat F.pad list or None, padding tuple for the functional op)
-
-
-def check_positive_int(value: Any, name: str, owner: str) -> int:
-    """``value`` as an int >= 1, else a ConfigError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{owner} expects {name} a positive int; received {value!r}.")
-    return int(value)
-
 
 def check_initializer(initializer: Any, name: str, owner: str) -> Any:
     """Validate an initializer name (or callable) eagerly by trying it on a tiny tensor."""
@@ -74,30 +65,15 @@ def check_initializer(initializer: Any, name: str, owner: str) -> Any:
     return initializer
 
 
-def pad_plan(pads: Sequence[tuple[int, int]], padding_mode: str) -> Plan:
-    """Split ``(before, after)`` pads into an ``F.pad`` list (or None) and the op's padding.
-
-    With zeros the symmetric part ``min(before, after)`` goes to the op and only the
-    remainder is padded explicitly; other modes pad everything with ``F.pad``.
-    """
-    nd = len(pads)
-    if padding_mode == "zeros":
-        common = tuple(min(b, a) for b, a in pads)
-        rest = [(b - c, a - c) for (b, a), c in zip(pads, common)]
-        if any(b or a for b, a in rest):
-            return torch_pad_arg(rest), common
-        return None, common
-    if any(b or a for b, a in pads):
-        return torch_pad_arg(pads), (0,) * nd
-    return None, (0,) * nd
-
-
 class _WindowBase(Layer):
     """Shared machinery of sliding-window convolutions: arguments, padding plans, sizes.
 
     Subclasses set ``spatial_dims``, create their parameters in ``_build`` and use
     ``self._plan_for(x)`` to get ``(pre_pad, op_padding)`` in ``call``.
     """
+
+    #: whether ``padding='causal'`` is accepted (the 1D layers, as Keras' Conv1D)
+    causal_allowed = False
 
     def _init_window(
         self,
@@ -111,10 +87,9 @@ class _WindowBase(Layer):
     ) -> None:
         nd = self.spatial_dims
         owner = type(self).__name__
-        self.kernel_size = normalize_tuple(kernel_size, nd, f"{owner} kernel_size")
-        self.strides = normalize_tuple(strides, nd, f"{owner} strides")
-        self.dilation_rate = normalize_tuple(dilation_rate, nd, f"{owner} dilation_rate")
-        self.padding = normalize_padding(padding, nd)
+        self.kernel_size, self.strides, self.dilation_rate, self.padding = window_args(
+            owner, nd, kernel_size, strides, dilation_rate, padding, causal=self.causal_allowed
+        )
         self.padding_mode = check_choice(f"{owner} padding_mode", padding_mode, PADDING_MODES)
         if not isinstance(use_bias, bool):
             raise ConfigError(f"{owner} expects use_bias True or False; received {use_bias!r}.")
@@ -123,7 +98,7 @@ class _WindowBase(Layer):
         self.activation, self._act = get_activation(activation)
         self._torch_pad_mode = _TORCH_PAD_MODE[self.padding_mode]
         # pads are static unless Keras' 'same' meets a stride > 1 (then they depend on N)
-        self._static = not (self.padding == "same" and any(s > 1 for s in self.strides))
+        self._static = is_static(self.padding, self.strides)
         self._plan: Plan | None = None
         self._plans: dict[tuple, Plan] = {}
         if self._static:
@@ -177,10 +152,7 @@ class _WindowBase(Layer):
 
     def _window_sizes(self, sizes: Sequence[int | None]) -> tuple[int | None, ...]:
         """Floored output sizes (PyTorch/Keras) for spatial input sizes."""
-        if isinstance(self.padding, str):
-            specs: list[Any] = [self.padding] * self.spatial_dims
-        else:
-            specs = list(self.padding)
+        specs = padding_specs(self.padding, self.kernel_size, self.dilation_rate)
         out = []
         for n, k, s, p, d in zip(sizes, self.kernel_size, self.strides, specs, self.dilation_rate):
             if n is None:
@@ -365,11 +337,15 @@ class _ConvND(_WindowBase):
 class Conv1D(_ConvND):
     """1D convolution over ``x (Tensor[N, C, L])`` -> ``Tensor[N, filters, L_out]``.
 
+    ``padding='causal'`` (Keras): ``dilation_rate * (kernel_size - 1)`` zeros before the
+    sequence and none after, so ``output[t]`` sees only ``x[:t + 1]``.
+
     >>> Conv1D(8, 3, padding="same", in_channels=4)(torch.zeros(2, 4, 10)).shape
     torch.Size([2, 8, 10])
     """
 
     spatial_dims = 1
+    causal_allowed = True
 
 
 class Conv2D(_ConvND):

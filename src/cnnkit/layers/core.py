@@ -21,7 +21,7 @@ from cnnkit._core.errors import ConfigError, ShapeError
 from cnnkit.layers.base import Layer, get_activation, init_bias, initialize
 from cnnkit.ops.arithmetic import dense_macs
 
-__all__ = ["Activation", "Dense", "Flatten", "Reshape"]
+__all__ = ["Activation", "Dense", "Flatten", "LeakyReLU", "ReLU", "Rescaling", "Reshape"]
 
 
 def _positive_int(name: str, value: Any, owner: str) -> int:
@@ -182,6 +182,11 @@ class Flatten(Layer):
 
     The order is PyTorch's (channels-first, row-major), so seed 004's
     ``(None, 128, 11, 11)`` becomes ``(None, 15488)``.
+
+    Difference from Keras: Keras flattens channels-last ``(H, W, C)`` tensors, so the
+    same feature sits at another position; a ``Dense`` kernel copied from Keras after a
+    ``Flatten`` needs its input rows permuted from ``(H, W, C)`` to ``(C, H, W)`` order
+    (``cnnkit.from_keras`` does that).
     """
 
     spatial_dims = None
@@ -232,6 +237,127 @@ class Activation(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {"activation": self.activation, **_name_config(self)}
+
+
+class LeakyReLU(Layer):
+    """``max(x, negative_slope * x)`` element-wise (Keras ``LeakyReLU``).
+
+    ``negative_slope`` defaults to Keras' 0.3 for this layer (the string activation
+    ``'leaky_relu'`` uses Keras' function default 0.2; ``torch.nn.LeakyReLU``: 0.01).
+    """
+
+    spatial_dims = None
+    min_rank = 1
+
+    def __init__(
+        self,
+        negative_slope: float = 0.3,
+        *,
+        input_shape: Sequence[int] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
+            raise ConfigError(
+                f"LeakyReLU expects negative_slope a number (Keras' default 0.3); "
+                f"received {negative_slope!r}."
+            )
+        if not math.isfinite(negative_slope) or negative_slope < 0:
+            raise ConfigError(
+                f"LeakyReLU expects negative_slope a finite number >= 0; received {negative_slope!r}."
+            )
+        self.negative_slope = float(negative_slope)
+
+    def call(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x, self.negative_slope)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"negative_slope": self.negative_slope, **_name_config(self)}
+
+
+class ReLU(Layer):
+    """Keras ``ReLU(max_value=None, negative_slope=0.0, threshold=0.0)``:
+    ``x`` for ``x >= threshold``, ``negative_slope * (x - threshold)`` below, capped at
+    ``max_value``."""
+
+    spatial_dims = None
+    min_rank = 1
+
+    def __init__(
+        self,
+        max_value: float | None = None,
+        negative_slope: float = 0.0,
+        threshold: float = 0.0,
+        *,
+        input_shape: Sequence[int] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        for key, value in (
+            ("max_value", max_value),
+            ("negative_slope", negative_slope),
+            ("threshold", threshold),
+        ):
+            if value is None and key == "max_value":
+                continue
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value) or (key != "threshold" and value < 0):
+                raise ConfigError(
+                    f"ReLU expects {key} a finite number"
+                    f"{'' if key == 'threshold' else ' >= 0'}; received {value!r}."
+                )
+        self.max_value = None if max_value is None else float(max_value)
+        self.negative_slope = float(negative_slope)
+        self.threshold = float(threshold)
+
+    def call(self, x: torch.Tensor) -> torch.Tensor:
+        if self.negative_slope == 0 and self.threshold == 0:
+            y = torch.relu(x)
+        else:
+            y = torch.where(x >= self.threshold, x, self.negative_slope * (x - self.threshold))
+        if self.max_value is not None:
+            y = torch.clamp(y, max=self.max_value)
+        return y
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "max_value": self.max_value,
+            "negative_slope": self.negative_slope,
+            "threshold": self.threshold,
+            **_name_config(self),
+        }
+
+
+class Rescaling(Layer):
+    """``x * scale + offset`` (Keras ``Rescaling``; ``Rescaling(1 / 255)`` maps bytes to
+    [0, 1], the decks' ``Lambda(lambda x: x / 255)`` written as a layer)."""
+
+    spatial_dims = None
+    min_rank = 1
+
+    def __init__(
+        self,
+        scale: float,
+        offset: float = 0.0,
+        *,
+        input_shape: Sequence[int] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        for key, value in (("scale", scale), ("offset", offset)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
+                raise ConfigError(f"Rescaling expects {key} a finite number; received {value!r}.")
+        self.scale, self.offset = float(scale), float(offset)
+
+    def call(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset
+
+    def get_config(self) -> dict[str, Any]:
+        return {"scale": self.scale, "offset": self.offset, **_name_config(self)}
 
 
 class Reshape(Layer):

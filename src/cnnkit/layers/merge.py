@@ -1,9 +1,14 @@
-"""Merge layers: ``Concatenate``, ``Add``, ``Multiply``, ``Average``.
+"""Merge layers: ``Concatenate``, ``Add``, ``Subtract``, ``Multiply``, ``Average``,
+``Maximum``, ``Minimum``.
 
 Each is called with a list (or tuple) of tensors, as in Keras:
 ``Concatenate()([a, b, c])``. The inception module (seed 003) concatenates its
 branches on the channel axis ("concatenate the resulting feature maps in the depth
 dimension"); a residual block adds its shortcut (``Add``).
+
+Differences from Keras: ``Concatenate``'s default ``axis`` is 1 (the channels of
+channels-first tensors; Keras: -1, its channels-last channels). The shape checks are
+skipped while ``torch.onnx.export`` traces a model, so models with merges export.
 """
 
 from __future__ import annotations
@@ -18,11 +23,18 @@ import torch
 from cnnkit._core.errors import ConfigError, ShapeError
 from cnnkit.layers.base import Layer
 
-__all__ = ["Add", "Average", "Concatenate", "Multiply"]
+__all__ = ["Add", "Average", "Concatenate", "Maximum", "Minimum", "Multiply", "Subtract"]
 
 
 def _fmt_shapes(shapes: Sequence[tuple]) -> str:
     return ", ".join(str(tuple(s)) for s in shapes)
+
+
+def _agree(dims: Sequence[Any]) -> bool:
+    """Whether the known sizes among ``dims`` are equal (compared with ``==``, so
+    symbolic sizes work too; ``None`` is unknown)."""
+    known = [d for d in dims if d is not None]
+    return all(d == known[0] for d in known[1:])
 
 
 class _Merge(Layer):
@@ -58,9 +70,7 @@ class _Merge(Layer):
 
     def _check_shapes(self, shapes: list[tuple]) -> None:
         rank = len(shapes[0])
-        ok = all(len(s) == rank for s in shapes) and all(
-            len({d for d in dims if d is not None}) <= 1 for dims in zip(*shapes)
-        )
+        ok = all(len(s) == rank for s in shapes) and all(_agree(dims) for dims in zip(*shapes))
         if not ok:
             raise ShapeError(
                 f"{type(self).__name__} needs inputs of identical shape; received shapes "
@@ -95,7 +105,10 @@ class _Merge(Layer):
                     f"{type(self).__name__} expects a list of torch.Tensor; received an element "
                     f"of type {type(t).__name__}."
                 )
-        self._check_shapes([tuple(t.shape) for t in inputs])
+        if not torch.jit.is_tracing():
+            # under torch.onnx.export's tracer sizes are traced tensors; the op itself
+            # still fails on a mismatch there
+            self._check_shapes([tuple(t.shape) for t in inputs])
         self.built = True
         return self.call(inputs)
 
@@ -141,7 +154,7 @@ class Concatenate(_Merge):
             )
         ax = self.axis % rank
         for i, dims in enumerate(zip(*shapes)):
-            if i != ax and len({d for d in dims if d is not None}) > 1:
+            if i != ax and not _agree(dims):
                 raise ShapeError(
                     f"Concatenate(axis={self.axis}) needs every dimension but axis {self.axis} to "
                     f"agree; received shapes {_fmt_shapes(shapes)} (dimension {i} differs)."
@@ -182,3 +195,28 @@ class Average(_Merge):
 
     def call(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         return functools.reduce(operator.add, inputs) / len(inputs)
+
+
+class Subtract(_Merge):
+    """``inputs[0] - inputs[1]`` for exactly two tensors of identical shape (Keras ``Subtract``)."""
+
+    def call(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(inputs) != 2:
+            raise ShapeError(
+                f"Subtract takes exactly two tensors, as Keras' Subtract; received {len(inputs)}."
+            )
+        return inputs[0] - inputs[1]
+
+
+class Maximum(_Merge):
+    """Element-wise maximum of tensors of identical shape."""
+
+    def call(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return functools.reduce(torch.maximum, inputs)
+
+
+class Minimum(_Merge):
+    """Element-wise minimum of tensors of identical shape."""
+
+    def call(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return functools.reduce(torch.minimum, inputs)

@@ -51,6 +51,14 @@ class BatchNormalization(Layer):
     ``weight``/``bias``/``running_mean``/``running_var`` are the state. With only one of
     ``center``/``scale`` the torch module has ``affine=False`` and the layer holds the
     learnt ``weight`` or ``bias`` itself.
+
+    Differences from Keras (documented, not changed): the default ``axis`` is 1 (the
+    channels of channels-first tensors; Keras: -1); the moving mean and variance are
+    buffers, not parameters, so parameter counts show ``2 C`` fewer than Keras'
+    ``count_params`` (the trainable counts agree); in training the moving variance is
+    updated with PyTorch's unbiased batch variance (Keras: biased, smaller by a factor
+    ``(m - 1) / m`` for ``m`` values per channel). Inference with the same statistics
+    gives the same values.
     """
 
     spatial_dims = None

@@ -36,14 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit._core.errors import ConfigError, ShapeError
-from cnnkit.layers.base import (
-    Layer,
-    normalize_padding,
-    normalize_tuple,
-    resolve_pads,
-    symmetric,
-    torch_pad_arg,
-)
+from cnnkit.layers.base import Layer
+from cnnkit.layers.padding import pool_args, resolve_pads, symmetric, torch_pad_arg
 from cnnkit.ops.arithmetic import pool_output_size
 
 __all__ = [
@@ -87,25 +81,9 @@ class _Pooling(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(input_shape=input_shape, name=name)
-        n = self.spatial_dims
-        cls = type(self).__name__
-        self.pool_size = normalize_tuple(pool_size, n, f"{cls} pool_size")
-        self.strides = (
-            self.pool_size if strides is None else normalize_tuple(strides, n, f"{cls} strides")
+        self.pool_size, self.strides, self.padding = pool_args(
+            type(self).__name__, self.spatial_dims, pool_size, strides, padding
         )
-        try:
-            self.padding = normalize_padding(padding, n, allowed=("valid", "same"))
-        except ConfigError as err:
-            raise ConfigError(f"{cls}: {err}") from None
-        if isinstance(self.padding, tuple):
-            for (before, after), k in zip(self.padding, self.pool_size):
-                if before >= k or after >= k:
-                    raise ConfigError(
-                        f"{cls} padding {padding!r} pads {max(before, after)} on one side of a "
-                        f"window of {k}; each side must be at most pool_size - 1 = {k - 1} so "
-                        "that every window overlaps the input. Use padding='same' or a smaller "
-                        "padding."
-                    )
         self._plans: dict[tuple[int, ...], _Plan] = {}
 
     # ------------------------------------------------------------------ shapes

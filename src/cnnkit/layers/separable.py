@@ -21,6 +21,7 @@ Strides, padding (``'valid'``, ``'same'``, ``'full'``, ints, pairs), dilation an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,15 +29,9 @@ import torch
 from torch import nn
 
 from cnnkit._core.errors import ShapeError
-from cnnkit.layers.base import init_bias, initialize, resolve_pads
-from cnnkit.layers.conv import (
-    CONV_FNS,
-    Plan,
-    _WindowBase,
-    check_initializer,
-    check_positive_int,
-    pad_plan,
-)
+from cnnkit.layers.base import init_bias, initialize
+from cnnkit.layers.conv import CONV_FNS, _WindowBase, check_initializer
+from cnnkit.layers.padding import Plan, check_positive_int, pad_plan, resolve_pads
 from cnnkit.ops import arithmetic
 
 __all__ = [
@@ -64,6 +59,13 @@ class _DepthwiseBase(_WindowBase):
         except RuntimeError as err:
             self._raise_size_error(shape, err)
             raise
+
+    def _keras_fans(self, c_in: int) -> tuple[int, int]:
+        """Keras' fans of its ``(*k, C, depth_multiplier)`` depthwise kernel:
+        ``(C prod(k), dm prod(k))`` (PyTorch's ``(C dm, 1, *k)`` would give
+        ``(prod(k), C dm prod(k))``: a smaller glorot limit)."""
+        receptive = math.prod(self.kernel_size)
+        return c_in * receptive, self.depth_multiplier * receptive
 
     def _check_build(self, input_shape: tuple) -> int:
         c_in = input_shape[1]
@@ -113,7 +115,7 @@ class _DepthwiseND(_DepthwiseBase):
         c_in = self._check_build(input_shape)
         c_out = c_in * self.depth_multiplier
         self.weight = nn.Parameter(torch.empty(c_out, 1, *self.kernel_size))
-        initialize(self.weight, self.depthwise_initializer)
+        initialize(self.weight, self.depthwise_initializer, fans=self._keras_fans(c_in))
         if self.use_bias:
             self.bias = nn.Parameter(torch.empty(c_out))
             init_bias(self.bias, self.bias_initializer, int(self.weight[0].numel()))
@@ -145,9 +147,14 @@ class _DepthwiseND(_DepthwiseBase):
 
 
 class DepthwiseConv1D(_DepthwiseND):
-    """Depthwise 1D convolution: ``x (Tensor[N, C, L])`` -> ``Tensor[N, C * dm, L_out]``."""
+    """Depthwise 1D convolution: ``x (Tensor[N, C, L])`` -> ``Tensor[N, C * dm, L_out]``.
+
+    ``padding='causal'`` pads ``dilation_rate * (kernel_size - 1)`` before the sequence,
+    as :class:`cnnkit.layers.Conv1D` (Keras 3 offers 'causal' only on ``Conv1D``).
+    """
 
     spatial_dims = 1
+    causal_allowed = True
 
 
 class DepthwiseConv2D(_DepthwiseND):
@@ -211,7 +218,7 @@ class _SeparableND(_DepthwiseBase):
         c_mid = c_in * self.depth_multiplier
         ones = (1,) * self.spatial_dims
         self.depthwise_weight = nn.Parameter(torch.empty(c_mid, 1, *self.kernel_size))
-        initialize(self.depthwise_weight, self.depthwise_initializer)
+        initialize(self.depthwise_weight, self.depthwise_initializer, fans=self._keras_fans(c_in))
         self.pointwise_weight = nn.Parameter(torch.empty(self.filters, c_mid, *ones))
         initialize(self.pointwise_weight, self.pointwise_initializer)
         if self.use_bias:
@@ -251,9 +258,14 @@ class _SeparableND(_DepthwiseBase):
 
 
 class SeparableConv1D(_SeparableND):
-    """Depthwise-separable 1D convolution: ``x (Tensor[N, C, L])`` -> ``Tensor[N, filters, L']``."""
+    """Depthwise-separable 1D convolution: ``x (Tensor[N, C, L])`` -> ``Tensor[N, filters, L']``.
+
+    ``padding='causal'`` pads ``dilation_rate * (kernel_size - 1)`` before the sequence,
+    as :class:`cnnkit.layers.Conv1D` (Keras 3 offers 'causal' only on ``Conv1D``).
+    """
 
     spatial_dims = 1
+    causal_allowed = True
 
 
 class SeparableConv2D(_SeparableND):

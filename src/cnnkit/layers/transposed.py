@@ -40,15 +40,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit._core.errors import ConfigError, ShapeError
-from cnnkit.layers.base import (
-    Layer,
-    get_activation,
-    init_bias,
-    initialize,
-    normalize_padding,
+from cnnkit.layers.base import Layer, get_activation, init_bias, initialize
+from cnnkit.layers.conv import check_initializer
+from cnnkit.layers.padding import (
+    adjoint_pads,
+    check_positive_int,
     normalize_tuple,
+    torch_plan,
+    window_args,
 )
-from cnnkit.layers.conv import check_initializer, check_positive_int
 from cnnkit.ops import arithmetic
 
 __all__ = ["Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"]
@@ -58,51 +58,6 @@ _TRANSPOSED_FNS: dict[int, Callable[..., torch.Tensor]] = {
     2: F.conv_transpose2d,
     3: F.conv_transpose3d,
 }
-
-
-def adjoint_pads(
-    padding: str | tuple[int, int],
-    output_padding: int | None,
-    kernel_size: int,
-    stride: int,
-    dilation: int,
-) -> tuple[int, int, int]:
-    """``(before, after, r)`` of the convolution this transposed convolution is the adjoint of.
-
-    The convolution pads its input of size ``L`` by ``(before, after)``; ``r`` is the
-    number of padded elements its floor division leaves uncovered at the end:
-    ``L + before + after = (N - 1) S + F_eff + r``. All three are independent of ``N``.
-    """
-    k_eff = dilation * (kernel_size - 1) + 1
-    if isinstance(padding, str):
-        if padding == "same":
-            if output_padding is None:
-                total = max(k_eff - stride, 0)
-                r = max(stride - k_eff, 0)
-            else:
-                half2 = 2 * (k_eff // 2)
-                total = max(half2 - output_padding, 0)
-                r = max(output_padding - half2, 0)
-            return total // 2, total - total // 2, r
-        if padding == "valid":
-            r = max(stride - k_eff, 0) if output_padding is None else output_padding
-            return 0, 0, r
-        # full
-        return k_eff - 1, k_eff - 1, output_padding or 0
-    before, after = padding
-    return before, after, output_padding or 0
-
-
-def torch_plan(before: int, after: int, r: int) -> tuple[int, int, int, int]:
-    """``(padding, output_padding, crop_before, crop_after)`` for ``F.conv_transposeNd``.
-
-    ``F.conv_transposeNd`` with padding ``p`` and output padding ``q`` yields the padded
-    coordinates ``[p, (N-1)S + F_eff + q - p)``; the adjoint wants ``[before, before + L)``.
-    """
-    p = min(before, after)
-    t = r + p - after
-    q = max(t, 0)
-    return p, q, before - p, q - t
 
 
 class _ConvNDTranspose(Layer):
@@ -136,10 +91,9 @@ class _ConvNDTranspose(Layer):
                 f"{owner}: groups={self.groups} must divide filters={self.filters} "
                 f"({self.filters} % {self.groups} = {self.filters % self.groups})."
             )
-        self.kernel_size = normalize_tuple(kernel_size, nd, f"{owner} kernel_size")
-        self.strides = normalize_tuple(strides, nd, f"{owner} strides")
-        self.dilation_rate = normalize_tuple(dilation_rate, nd, f"{owner} dilation_rate")
-        self.padding = normalize_padding(padding, nd)
+        self.kernel_size, self.strides, self.dilation_rate, self.padding = window_args(
+            owner, nd, kernel_size, strides, dilation_rate, padding
+        )
         self.output_padding = (
             None
             if output_padding is None
@@ -213,7 +167,9 @@ class _ConvNDTranspose(Layer):
         self.weight = nn.Parameter(
             torch.empty(c_in, self.filters // self.groups, *self.kernel_size)
         )
-        initialize(self.weight, self.kernel_initializer, transposed=True)
+        # PyTorch's (C_in, filters, *k) read as (out, in, *k) gives Keras' fans of its
+        # (*k, filters, C_in) kernel: fan_in = filters * prod(k), fan_out = C_in * prod(k)
+        initialize(self.weight, self.kernel_initializer)
         if self.use_bias:
             self.bias = nn.Parameter(torch.empty(self.filters))
             fan_in = self.filters // self.groups * math.prod(self.kernel_size)

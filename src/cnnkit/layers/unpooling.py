@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit._core.errors import ConfigError, ShapeError
-from cnnkit.layers.base import Layer, normalize_tuple
+from cnnkit.layers.base import Layer
+from cnnkit.layers.padding import normalize_tuple, pool_args
 
 __all__ = ["MaxUnpooling1D", "MaxUnpooling2D", "MaxUnpooling3D"]
 
@@ -45,10 +46,7 @@ class _MaxUnpooling(Layer):
         super().__init__(input_shape=input_shape, name=name)
         n = self.spatial_dims
         cls = type(self).__name__
-        self.pool_size = normalize_tuple(pool_size, n, f"{cls} pool_size")
-        self.strides = (
-            self.pool_size if strides is None else normalize_tuple(strides, n, f"{cls} strides")
-        )
+        self.pool_size, self.strides, _ = pool_args(cls, n, pool_size, strides, "valid")
         self.padding = normalize_tuple(padding, n, f"{cls} padding", minimum=0)
 
     def _build(self, input_shape: tuple) -> None:

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit._core.errors import ConfigError, did_you_mean
-from cnnkit.layers.base import Layer, normalize_tuple
+from cnnkit.layers.base import Layer
+from cnnkit.layers.padding import normalize_tuple
 
 __all__ = ["UpSampling1D", "UpSampling2D", "UpSampling3D"]
 

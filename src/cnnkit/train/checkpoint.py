@@ -160,6 +160,8 @@ def load(
     and memory format the model was compiled with are restored from model.json, so it
     predicts what it predicted before saving; ``precision='fp32'|'bf16'|'fp16'|'auto'``
     overrides the saved precision.
+
+    A ``.keras`` (or legacy ``.h5``) Keras model file is imported by ``cnnkit.from_keras``.
     """
     from cnnkit.train.precision import PRECISIONS, resolve_device
 
@@ -167,6 +169,10 @@ def load(
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}; received {precision!r}.")
     folder = Path(directory)
+    if folder.suffix in (".keras", ".h5") and folder.is_file():  # a saved Keras model
+        from cnnkit.train.keras_import import from_keras
+
+        return from_keras(folder, device=device)
     cfg_path = folder / CONFIG
     if not cfg_path.is_file():
         # a ModelCheckpoint folder: its best checkpoint, else its last one
