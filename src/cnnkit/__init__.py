@@ -19,6 +19,7 @@ _LAZY = {
     "load": "cnnkit.train.checkpoint",
     "seed_everything": "cnnkit.train.seed",
     "summary": "cnnkit.layers.summary",
+    "set_trainable": "cnnkit.layers.trainable",
 }
 _SUBPACKAGES = (
     "layers",
