@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from cnnkit._core.errors import CnnkitError, ConfigError
 from cnnkit.cli import run_folder
-from cnnkit.cli.datasets import apply_dataset_override, load_data
+from cnnkit.cli.datasets import apply_dataset_override
 from cnnkit.cli.recipes import load_config
 
 DEMO_RECIPE = "digits-lenet5"
@@ -61,6 +61,8 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
         fit["batch_size"] = args.batch_size
     if args.seed is not None:
         config["seed"] = args.seed
+    if getattr(args, "weights", None) is not None:
+        config["model"]["weights"] = args.weights
     return validate(config, args.recipe)
 
 
@@ -111,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnkit.cli.training import load_run, score
+    from cnnkit.cli.training import load_run, load_task_data, score
 
     model, config = load_run(args.run, device=args.device)
     if config.get("task") == "instance":
@@ -122,7 +124,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         options = config.get("run", {})
         data_dir = args.data_dir if args.data_dir is not None else options.get("data_dir")
         limit = args.limit if args.limit is not None else options.get("limit")
-        data = load_data(config["dataset"]["name"], config["dataset"]["args"], data_dir, limit)
+        data = load_task_data(config, data_dir, limit)
         metrics = score(model, config, data, None)
     test = metrics["test"]
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))

@@ -325,7 +325,7 @@ def load_pretrained(
         )
     else:
         mapped, unmatched = map_keys(state, family.rules(kwargs), sources)
-    classifiers = family.classifiers if family else ()
+    classifiers = family.classifiers if family else _head_classifier(builder, kwargs)
     file_classes = None
     if classifiers and f"{classifiers[0]}.weight" in mapped:
         file_classes = int(mapped[f"{classifiers[0]}.weight"].shape[0])
@@ -373,6 +373,20 @@ def load_pretrained(
             if _has_submodule(model, path):
                 _replace_classifier(model, path, num_classes)
     return model
+
+
+def _head_classifier(builder: Callable[..., nn.Module], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """For a model without a family entry (cnnkit's own layout): ``head.<i>`` when its
+    ``head`` is a sequence ending in a ``Dense`` (every :class:`ImageClassifier` of the
+    zoo), found on a ``meta`` build; else none (the class count must then match)."""
+    from cnnkit.layers import Dense
+
+    with torch.device("meta"):
+        probe = builder(**kwargs)
+    head = getattr(probe, "head", None)
+    if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], Dense):
+        return (f"head.{len(head) - 1}",)
+    return ()
 
 
 def _has_submodule(model: nn.Module, path: str) -> bool:

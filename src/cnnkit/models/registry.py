@@ -143,9 +143,13 @@ def _classes_of(model: nn.Module, name: str, requested: int | None) -> int | Non
     if requested is not None:
         return requested
     family = FAMILIES.get(name)
-    if family is not None:
+    paths = family.classifiers[:1] if family else ()
+    head = getattr(model, "head", None)
+    if not paths and isinstance(head, nn.Sequential) and len(head):
+        paths = (f"head.{len(head) - 1}",)
+    for path in paths:
         try:
-            return int(model.get_submodule(family.classifiers[0]).units)
+            return int(model.get_submodule(path).units)
         except AttributeError:
             return None
     return None

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,20 @@ class Preprocessing:
         if self.crop_size is None or not self.mean:
             return None
         return (len(self.mean), self.crop_size, self.crop_size)
+
+    def for_channels(self, channels: int) -> Preprocessing:
+        """This transform for ``channels``-channel images: itself, or for 1 channel (RGB
+        weights whose first kernel was summed over RGB, ``create(..., in_channels=1)``)
+        the mean of the means and of the standard deviations."""
+        if not self.mean or channels == len(self.mean):
+            return self
+        if channels == 1:
+            mean, std = sum(self.mean) / len(self.mean), sum(self.std) / len(self.std)
+            return replace(self, mean=(mean,), std=(std,), channel_order="L")
+        raise ConfigError(
+            f"Preprocessing for {len(self.mean)}-channel ({self.channel_order}) images cannot "
+            f"serve {channels}-channel images; read them with mode={self.channel_order!r}."
+        )
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         from torchvision.transforms.v2 import InterpolationMode
