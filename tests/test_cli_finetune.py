@@ -97,6 +97,18 @@ def test_weights_tag_freeze_and_preprocessing(setup, capsys):
         want = nn.Sequential(*list(ref.children())[:-2])(x)
         torch.testing.assert_close(model.forward_features(x), want, rtol=1e-4, atol=1e-4)
     assert main(["evaluate", str(out)]) == 0  # the preprocessing is applied again
+    capsys.readouterr()
+    image = tmp_path / "images" / "class1" / "0.png"
+    assert main(["predict", str(out), str(image)]) == 0
+    text = capsys.readouterr().out
+    rgb = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32) / 255
+    x = published.WEIGHTS[("resnet18", "test-local")].preprocessing(
+        torch.from_numpy(rgb).permute(2, 0, 1)
+    )
+    with torch.no_grad():
+        probs = torch.softmax(model(x[None]), 1)[0]
+    k = int(probs.argmax())
+    assert f"0.png: class{k} ({100 * float(probs[k]):.1f}%)" in text
 
 
 def test_weights_path_on_the_command_line(setup, capsys):

@@ -9,6 +9,7 @@ weights and non-trivial batch-norm statistics, saved by the test.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import http.server
@@ -472,5 +473,19 @@ def test_localizer_on_a_pretrained_backbone(tmp_path):
         probs, boxes = model(x)
     assert probs.shape == (2, 3) and boxes.shape == (2, 4)
     assert "weights" not in model.cnnkit_spec["kwargs"]  # a saved model rebuilds offline
+    # seed 001's compile: two losses weighted [0.8, 0.2]; the frozen backbone stays put
+    import cnnkit
+
+    cnnkit.set_trainable(model.backbone, False)
+    before = copy.deepcopy(model.backbone.state_dict())
+    wrapped = cnnkit.Model(model)
+    wrapped.compile(optimizer="adam", loss=["sparse_categorical_crossentropy", "mse"],
+                    loss_weights=[0.8, 0.2], metrics=["accuracy"], device="cpu",
+                    precision="fp32")  # fmt: skip
+    y = (torch.randint(0, 3, (8,)), torch.rand(8, 4))
+    history = wrapped.fit(torch.randn(8, 3, 64, 64), y, epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    after = model.backbone.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
     with pytest.raises(ConfigError, match="registered backbone"):
         create("localizer", weights=tmp_path / "r.pth")

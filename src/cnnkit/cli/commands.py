@@ -160,8 +160,11 @@ def _fit_shape(x: torch.Tensor, shape: tuple[int, ...], where: str) -> torch.Ten
     return x
 
 
-def read_inputs(paths: list[str], shape: tuple[int, ...]) -> tuple[list[str], torch.Tensor]:
-    """Image files or ``.npy`` arrays (one sample, or a batch ``(N, *shape)``)."""
+def read_inputs(
+    paths: list[str], shape: tuple[int, ...], transform=None
+) -> tuple[list[str], torch.Tensor]:
+    """Image files or ``.npy`` arrays (one sample, or a batch ``(N, *shape)``); image files
+    go through ``transform`` (the pretrained weights' preprocessing) when given."""
     from cnnkit.data.images import load_image, to_chw_float
 
     names, samples = [], []
@@ -186,12 +189,15 @@ def read_inputs(paths: list[str], shape: tuple[int, ...]) -> tuple[list[str], to
             samples.append(_fit_shape(t, shape, p))
         else:
             names.append(p)
-            samples.append(_fit_shape(to_chw_float(load_image(path)), shape, p))
+            image = to_chw_float(load_image(path))
+            if transform is not None:
+                image = transform(_fit_shape(image, (shape[0], *image.shape[1:]), p))
+            samples.append(_fit_shape(image, shape, p))
     return names, torch.stack(samples)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnkit.cli.training import check_task, load_run
+    from cnnkit.cli.training import check_task, load_run, weights_transform
 
     model, config = load_run(args.run, device=args.device)
     check_task(config, ("classification", "localization", "segmentation"), "cnnkit predict")
@@ -200,7 +206,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classes = run_info.get("classes") or []
     if not shape:
         raise CnnkitError(f"{args.run}/config.yaml records no input shape (run.input_shape).")
-    names, x = read_inputs(args.inputs, shape)
+    transform = weights_transform(config, shape[0]) if len(shape) == 3 else None
+    names, x = read_inputs(args.inputs, shape, transform)
     out = model.predict(x)
     task = config["task"]
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.run) / "predictions"

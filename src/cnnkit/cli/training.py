@@ -76,23 +76,33 @@ def build_model(config: dict[str, Any], data: TaskData):
     return Model(net), kwargs
 
 
+def weights_transform(config: dict[str, Any], channels: int):
+    """The preprocessing of the config's pretrained weights for ``channels``-channel
+    images (``cnnkit.models.preprocessing``), or ``None`` without weights. Localisation
+    only normalises (a crop would move the boxes)."""
+    weights = config["model"].get("weights")
+    if weights is None or config["task"] not in ("classification", "localization"):
+        return None
+    from cnnkit.models import list_models, preprocessing
+
+    name = config["model"]["name"]
+    backbone = config["model"].get("args", {}).get("backbone")  # the localizer's pretrained part
+    if isinstance(backbone, str) and backbone in list_models():
+        name = backbone
+    transform = preprocessing(name, weights).for_channels(channels)
+    if config["task"] == "localization":
+        transform = dataclasses.replace(transform, resize_size=None, crop_size=None)
+    return transform
+
+
 def load_task_data(
     config: dict[str, Any], data_dir: str | None, limit: int | None = None
 ) -> TaskData:
     """The config's dataset, through the preprocessing of the model's pretrained weights
-    (``cnnkit.models.preprocessing(name, weights)``) when the config names weights."""
+    (:func:`weights_transform`) when the config names weights."""
     data = load_data(config["dataset"]["name"], config["dataset"]["args"], data_dir, limit)
-    weights = config["model"].get("weights")
-    if weights is not None and config["task"] in ("classification", "localization"):
-        from cnnkit.models import list_models, preprocessing
-
-        name = config["model"]["name"]
-        backbone = config["model"]["args"].get("backbone")  # the localizer's pretrained part
-        if isinstance(backbone, str) and backbone in list_models():
-            name = backbone
-        transform = preprocessing(name, weights).for_channels(data.input_shape[0])
-        if config["task"] == "localization":  # a crop would move the boxes: normalise only
-            transform = dataclasses.replace(transform, resize_size=None, crop_size=None)
+    transform = weights_transform(config, data.input_shape[0])
+    if transform is not None:
         data.x_train, data.x_test = transform(data.x_train), transform(data.x_test)
     return data
 
