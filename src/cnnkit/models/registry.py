@@ -58,7 +58,8 @@ def create(
         include_top: ``False`` returns the feature extractor
             (:class:`~cnnkit.models.pretrained.FeatureExtractor`) of an image classifier.
         pooling: with ``include_top=False``: ``None`` (feature maps), ``'avg'`` or
-            ``'max'`` (global pooling to ``(N, C)``).
+            ``'max'`` (global pooling to ``(N, C)``); a builder with its own ``pooling``
+            argument (``tcn``) receives it instead.
         in_channels: image channels; ``None`` keeps the builder's default (3 for the
             ImageNet families). With RGB weights and 1 (or C) channels the first kernel is
             adapted (summed over RGB; timm's rule).
@@ -72,7 +73,10 @@ def create(
     params = inspect.signature(builder).parameters
     if not isinstance(include_top, bool):
         raise ConfigError(f"{name}: include_top must be True or False; received {include_top!r}.")
-    if pooling is not None and include_top:
+    own_pooling = "pooling" in params  # a builder with its own pooling argument (tcn) gets it
+    if own_pooling and pooling is not None:
+        kwargs["pooling"] = pooling
+    elif pooling is not None and include_top:
         raise ConfigError(
             f"{name}: pooling={pooling!r} applies with include_top=False (the feature "
             "extractor); with the top the network ends in its classifier."
@@ -102,7 +106,7 @@ def create(
                 f"{name}: include_top=False needs an image classifier with feature stages "
                 f"(model.features); {type(model).__name__} has none."
             )
-        model = FeatureExtractor(model, pooling)
+        model = FeatureExtractor(model, None if own_pooling else pooling)
         spec_kwargs.update(include_top=False, pooling=pooling)
     model.cnnkit_spec = {"name": name, "kwargs": spec_kwargs}
     return model
@@ -127,7 +131,8 @@ def _build(name, builder, weights, num_classes, kwargs) -> nn.Module:
         path = published.weights_file(name, weights)
     else:
         path = Path(weights)
-        if not path.exists():
+        looks_like_a_path = path.suffix in (".pth", ".pt", ".safetensors") or len(path.parts) > 1
+        if not path.exists() and not looks_like_a_path:
             published.get_spec(name, str(weights))  # an unknown tag: lists the known ones
     state, cnnkit_layout = pretrained.read_weights(path)
     source = str(path) if spec is None else f"{path} ({name} {weights!r} weights)"
