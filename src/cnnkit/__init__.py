@@ -20,6 +20,7 @@ _LAZY = {
     "from_keras": "cnnkit.train.keras_import",
     "seed_everything": "cnnkit.train.seed",
     "summary": "cnnkit.layers.summary",
+    "set_trainable": "cnnkit.layers.trainable",
 }
 _SUBPACKAGES = (
     "layers",

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from cnnkit._core.errors import CnnkitError, ConfigError
 from cnnkit.cli import run_folder
-from cnnkit.cli.datasets import apply_dataset_override, load_data
+from cnnkit.cli.datasets import apply_dataset_override
 from cnnkit.cli.recipes import load_config
 
 DEMO_RECIPE = "digits-lenet5"
@@ -62,6 +62,8 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
         fit["batch_size"] = args.batch_size
     if args.seed is not None:
         config["seed"] = args.seed
+    if getattr(args, "weights", None) is not None:
+        config["model"]["weights"] = args.weights
     return validate(config, args.recipe)
 
 
@@ -112,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnkit.cli.training import load_run, score
+    from cnnkit.cli.training import load_run, load_task_data, score
 
     model, config = load_run(args.run, device=args.device, precision=args.precision)
     if config.get("task") == "instance":
@@ -123,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         options = config.get("run", {})
         data_dir = args.data_dir if args.data_dir is not None else options.get("data_dir")
         limit = args.limit if args.limit is not None else options.get("limit")
-        data = load_data(config["dataset"]["name"], config["dataset"]["args"], data_dir, limit)
+        data = load_task_data(config, data_dir, limit)
         metrics = score(model, config, data, None)
     test = metrics["test"]
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
@@ -193,10 +195,11 @@ def _array_samples(
 
 
 def read_inputs(
-    paths: list[str], shape: tuple[int, ...]
+    paths: list[str], shape: tuple[int, ...], transform=None
 ) -> tuple[list[str], torch.Tensor, list[str]]:
     """Image files or ``.npy`` arrays (one sample, or a batch ``(N, *shape)``, or for a
-    one-channel model ``(N, *spatial)``); returns names, the batch and the resized inputs."""
+    one-channel model ``(N, *spatial)``); returns names, the batch and the resized inputs.
+    Image files go through ``transform`` (the pretrained weights' preprocessing) when given."""
     from cnnkit.data.images import load_image, to_chw_float
 
     names, samples, resized = [], [], []
@@ -222,12 +225,15 @@ def read_inputs(
             samples.append(_fit_shape(t, shape, p, resized))
         else:
             names.append(p)
-            samples.append(_fit_shape(to_chw_float(load_image(path)), shape, p, resized))
+            image = to_chw_float(load_image(path))
+            if transform is not None:
+                image = transform(_fit_shape(image, (shape[0], *image.shape[1:]), p, []))
+            samples.append(_fit_shape(image, shape, p, resized))
     return names, torch.stack(samples), resized
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnkit.cli.training import check_task, load_run
+    from cnnkit.cli.training import check_task, load_run, weights_transform
 
     model, config = load_run(args.run, device=args.device, precision=args.precision)
     check_task(config, ("classification", "localization", "segmentation"), "cnnkit predict")
@@ -236,7 +242,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classes = run_info.get("classes") or []
     if not shape:
         raise CnnkitError(f"{args.run}/config.yaml records no input shape (run.input_shape).")
-    names, x, resized = read_inputs(args.inputs, shape)
+    transform = weights_transform(config, shape[0]) if len(shape) == 3 else None
+    names, x, resized = read_inputs(args.inputs, shape, transform)
     if resized:
         size = "x".join(map(str, shape[1:]))
         shown = ", ".join(resized[:3]) + (

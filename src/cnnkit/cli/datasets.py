@@ -206,7 +206,42 @@ def _shapes_instances(data_dir, n: int = 200, size: int = 64, test_fraction=0.2,
     return _shapes(data_dir, n, size, "instance", test_fraction, seed)
 
 
+def _folder(
+    data_dir,
+    path: str | None = None,
+    size: int | None = None,
+    mode: str = "RGB",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+):
+    """Your own images, ``<path>/<class name>/<image>`` (torchvision's ImageFolder layout;
+    ``path`` defaults to ``--data-dir``), resized to ``size`` x ``size`` when given (the
+    images must share one size otherwise), split at random into train and test."""
+    from cnnkit.data import image_folder
+
+    root = path if path is not None else data_dir
+    if root is None:
+        raise ConfigError(
+            "dataset 'folder' needs the image folder: dataset.args.path or --data-dir "
+            "(laid out as <folder>/<class name>/<image>)."
+        )
+    ds = image_folder(Path(root).expanduser(), mode=mode)
+    images = []
+    for i in range(len(ds)):
+        x, _ = ds[i]
+        images.append(_resize(x[None], size)[0] if size else x)
+    shapes = sorted({tuple(x.shape) for x in images})
+    if len(shapes) > 1:
+        raise CnnkitError(
+            f"dataset 'folder': the images in {root} have different sizes ({shapes[:4]}...); "
+            "set dataset.args.size to resize them to one square size."
+        )
+    y = torch.tensor(ds.targets, dtype=torch.long)
+    return TaskData(*_split_tensor(torch.stack(images), y, test_fraction, seed), list(ds.classes))
+
+
 LOADERS: dict[str, Callable[..., TaskData]] = {
+    "folder": _folder,
     "digits": _digits,
     "mnist": _mnist,
     "fashion_mnist": _fashion_mnist,

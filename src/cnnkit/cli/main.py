@@ -76,6 +76,10 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=_positive, default=None)
     p.add_argument("--batch-size", type=_positive, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--weights", default=None, metavar="PATH|TAG",
+                   help="pretrained weights for the model (a .pth/.safetensors file in "
+                   "torchvision's layout, a saved cnnkit model folder, or imagenet); "
+                   "overrides model.weights")  # fmt: skip
     p.add_argument("--out", default=None, help="run folder (default runs/<recipe>-<timestamp>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")  # fmt: skip

@@ -8,6 +8,7 @@ A config is a mapping with the keys below (a recipe is a config shipped with cnn
     seed: 0
     dataset: {name: digits, args: {size: 32}}
     model: {name: lenet5, args: {}}
+    # or, fine-tuning: {name: resnet18, weights: imagenet, num_classes: 5, freeze: features}
     compile: {optimizer: adam, learning_rate: 0.001,
               loss: sparse_categorical_crossentropy, metrics: [accuracy]}
     fit: {epochs: 12, batch_size: 32, validation_split: 0.1}
@@ -45,7 +46,7 @@ TOP_KEYS = (
 RUN_KEYS = ("command", "run", "resumed_with")
 SECTION_KEYS = {
     "dataset": ("name", "args"),
-    "model": ("name", "args"),
+    "model": ("name", "args", "weights", "num_classes", "freeze"),
     "compile": ("optimizer", "loss", "metrics", "learning_rate", "loss_weights", "lr_schedule"),
     "fit": ("epochs", "batch_size", "validation_split"),
 }
@@ -115,6 +116,32 @@ def _check_schedule(value: Any, source: str) -> None:
         )
 
 
+def _check_pretrained(model: dict[str, Any], source: str) -> None:
+    """``model.weights`` (a tag such as imagenet, or a path), ``model.num_classes`` and
+    ``model.freeze`` (a module path such as ``features``, or a list of them)."""
+    weights = model.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise ConfigError(
+            f"{source}: model.weights must be a tag such as imagenet or a file path; "
+            f"received {weights!r}."
+        )
+    classes = model.get("num_classes")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int)
+                                or classes < 1):  # fmt: skip
+        raise ConfigError(
+            f"{source}: model.num_classes must be a positive int; received {classes!r}."
+        )
+    freeze = model.get("freeze")
+    paths = [freeze] if isinstance(freeze, str) else freeze
+    if freeze is not None and (
+        not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths)
+    ):
+        raise ConfigError(
+            f"{source}: model.freeze must name a part of the model (features, "
+            f"features.layer1, backbone) or list them; received {freeze!r}."
+        )
+
+
 def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
     """Check keys and types of a config; returns a deep copy with defaults filled in."""
     config = {k: copy.deepcopy(v) for k, v in config.items() if k not in RUN_KEYS}
@@ -144,6 +171,7 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
         if not isinstance(args, dict):
             raise ConfigError(f"{source}: {section}.args must be a mapping; received {args!r}.")
         config[section]["args"] = args
+    _check_pretrained(config["model"], source)
     if "loss" not in config["compile"] and task != "instance":
         raise ConfigError(
             f"{source}: compile.loss is required (e.g. sparse_categorical_crossentropy)."

@@ -7,6 +7,7 @@ folder (:mod:`cnnkit.cli.run_folder`).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import time
@@ -50,12 +51,60 @@ def model_kwargs(config: dict[str, Any], data: TaskData) -> dict[str, Any]:
 
 
 def build_model(config: dict[str, Any], data: TaskData):
-    """``cnnkit.Model(create(name, **kwargs))``; returns the model and the kwargs used."""
+    """``cnnkit.Model(create(name, weights=..., **kwargs))``, with ``model.freeze``'s parts
+    frozen (:func:`cnnkit.set_trainable`); returns the model and the kwargs used."""
+    from cnnkit.layers.trainable import set_trainable
     from cnnkit.models import create
     from cnnkit.train.model import Model
 
+    spec = config["model"]
     kwargs = model_kwargs(config, data)
-    return Model(create(config["model"]["name"], **kwargs)), kwargs
+    if spec.get("num_classes") is not None:
+        kwargs["num_classes"] = spec["num_classes"]
+    net = create(spec["name"], weights=spec.get("weights"), **kwargs)
+    freeze = spec.get("freeze")
+    for path in [freeze] if isinstance(freeze, str) else freeze or []:
+        try:
+            part = net.get_submodule(path)
+        except AttributeError:
+            names = [n for n, _ in net.named_children()]
+            raise ConfigError(
+                f"model.freeze: {spec['name']} has no part {path!r}; its top-level parts: "
+                f"{', '.join(names)} (a dotted path such as features.layer1 reaches deeper)."
+            ) from None
+        set_trainable(part, False)
+    return Model(net), kwargs
+
+
+def weights_transform(config: dict[str, Any], channels: int):
+    """The preprocessing of the config's pretrained weights for ``channels``-channel
+    images (``cnnkit.models.preprocessing``), or ``None`` without weights. Localisation
+    only normalises (a crop would move the boxes)."""
+    weights = config["model"].get("weights")
+    if weights is None or config["task"] not in ("classification", "localization"):
+        return None
+    from cnnkit.models import list_models, preprocessing
+
+    name = config["model"]["name"]
+    backbone = config["model"].get("args", {}).get("backbone")  # the localizer's pretrained part
+    if isinstance(backbone, str) and backbone in list_models():
+        name = backbone
+    transform = preprocessing(name, weights).for_channels(channels)
+    if config["task"] == "localization":
+        transform = dataclasses.replace(transform, resize_size=None, crop_size=None)
+    return transform
+
+
+def load_task_data(
+    config: dict[str, Any], data_dir: str | None, limit: int | None = None
+) -> TaskData:
+    """The config's dataset, through the preprocessing of the model's pretrained weights
+    (:func:`weights_transform`) when the config names weights."""
+    data = load_data(config["dataset"]["name"], config["dataset"]["args"], data_dir, limit)
+    transform = weights_transform(config, data.input_shape[0])
+    if transform is not None:
+        data.x_train, data.x_test = transform(data.x_train), transform(data.x_test)
+    return data
 
 
 def lr_schedule(config: dict[str, Any]):
@@ -236,7 +285,7 @@ def train(
     from cnnkit.train.seed import seed_everything
 
     seed_everything(int(config["seed"]))
-    data = load_data(config["dataset"]["name"], config["dataset"]["args"], data_dir, limit)
+    data = load_task_data(config, data_dir, limit)
     if config["task"] == "instance":
         from cnnkit.cli.detection import train_instances
 

@@ -65,10 +65,18 @@ class RemoteFile:
     md5: str | None = None
     sha256: str | None = None
     size: int | None = None
+    #: the first hex digits of the sha256 when only they are known (torch.hub's file
+    #: names ``name-<first digits>.pth`` carry them); checked as a prefix
+    sha256_prefix: str | None = None
 
     def checksum_text(self) -> str:
         if self.sha256:
             return f"sha256 {self.sha256}"
+        if self.sha256_prefix:
+            return (
+                f"sha256 starting {self.sha256_prefix} (only its first "
+                f"{len(self.sha256_prefix)} hex digits are known)"
+            )
         return f"md5 {self.md5}" if self.md5 else "no known checksum"
 
 
@@ -91,6 +99,13 @@ def checksum_problem(path: str | os.PathLike, remote: RemoteFile) -> str | None:
             got = file_digest(path, algorithm)
             if got.lower() != expected.lower():
                 return f"has {algorithm} {got}, expected {expected} (corrupt or a different file)"
+    if remote.sha256_prefix:
+        got = file_digest(path, "sha256")
+        if not got.lower().startswith(remote.sha256_prefix.lower()):
+            return (
+                f"has sha256 {got}, expected one starting {remote.sha256_prefix} (corrupt or "
+                "a different file)"
+            )
     return None
 
 

@@ -1,4 +1,6 @@
-"""Registered architectures, each a plain ``nn.Module`` built from cnnkit.layers."""
+"""Registered architectures, each a plain ``nn.Module`` built from cnnkit.layers;
+pretrained weights through ``create(name, weights=...)`` (:mod:`cnnkit.models.weights`,
+:mod:`cnnkit.models.pretrained`)."""
 
 from cnnkit.models import (
     alexnet,
@@ -18,5 +20,13 @@ from cnnkit.models import (
     vgg,
     video,
     volumetric,
+    xception,
 )
+from cnnkit.models.pretrained import FeatureExtractor
 from cnnkit.models.registry import MODELS, create, list_models, register_model
+from cnnkit.models.weights import (
+    WeightSpec,
+    available_weights,
+    preprocessing,
+    register_weights,
+)

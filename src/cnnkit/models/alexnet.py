@@ -26,7 +26,10 @@ paper's "60 million"). The output is logits (the table's softmax is applied by t
 loss).
 
 torchvision's ``alexnet`` is a different network (64/192/384/256/256 maps, 224x224
-input, 61,100,840 parameters, after the "one weird trick" paper); it is not this one.
+input, 61,100,840 parameters, after the "one weird trick" paper, Krizhevsky 2014): it is
+``create("alexnet", variant="torchvision")`` (no LRN, 11x11/4 conv with padding 2, adaptive
+average pooling to 6x6 before the classifier, dropout before F8 and F9, as torchvision),
+the layout of torchvision's ImageNet weights (``weights="imagenet"``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def alexnet(
     input_size: int = 227,
     local_response_norm: bool = True,
     dropout: float = 0.5,
+    variant: str = "paper",
 ) -> ImageClassifier:
     """AlexNet (Krizhevsky et al. 2012) for ``x (Tensor[N, in_channels, input_size,
     input_size])`` (227 by default) -> logits ``Tensor[N, num_classes]``.
@@ -64,7 +68,16 @@ def alexnet(
             (at least 67 so that ``pool5`` has a 1x1 output).
         local_response_norm: the paper's LRN after conv1 and conv2 (parameter-free).
         dropout: dropout rate after F8 and F9.
+        variant: ``"paper"`` (the decks' table) or ``"torchvision"`` (torchvision's
+            ``alexnet``, 61,100,840 parameters; ``groups``, ``input_size`` and
+            ``local_response_norm`` do not apply, input 224x224, any side >= 63 works).
     """
+    if variant == "torchvision":
+        return _torchvision_alexnet(num_classes, in_channels, dropout)
+    if variant != "paper":
+        raise ConfigError(
+            f"alexnet variant must be 'paper' or 'torchvision'; received {variant!r}."
+        )
     if groups not in (1, 2):
         raise ConfigError(f"alexnet groups must be 1 or 2 (two GPU streams); received {groups!r}.")
     lrn = [_lrn()] if local_response_norm else []
@@ -94,5 +107,33 @@ def alexnet(
         Dense(num_classes, in_features=4096),
     )
     model = ImageClassifier(stages, head, (in_channels, input_size, input_size))
+    model.name = "alexnet"
+    return model
+
+
+def _torchvision_alexnet(num_classes: int, in_channels: int, dropout: float) -> ImageClassifier:
+    """torchvision.models.alexnet layer for layer: 64-192-384-256-256 maps."""
+    relu = dict(activation="relu")
+    specs = [
+        ("conv1", Conv2D(64, 11, strides=4, padding=2, in_channels=in_channels, **relu)),
+        ("pool1", MaxPooling2D(3, strides=2)),
+        ("conv2", Conv2D(192, 5, padding=2, in_channels=64, **relu)),
+        ("pool2", MaxPooling2D(3, strides=2)),
+        ("conv3", Conv2D(384, 3, padding=1, in_channels=192, **relu)),
+        ("conv4", Conv2D(256, 3, padding=1, in_channels=384, **relu)),
+        ("conv5", Conv2D(256, 3, padding=1, in_channels=256, **relu)),
+        ("pool5", MaxPooling2D(3, strides=2)),
+    ]
+    stages = [(name, nn.Sequential(layer)) for name, layer in specs]
+    head = nn.Sequential(
+        nn.AdaptiveAvgPool2d((6, 6)),
+        Flatten(),
+        Dropout(dropout),
+        Dense(4096, in_features=256 * 6 * 6, **relu),
+        Dropout(dropout),
+        Dense(4096, in_features=4096, **relu),
+        Dense(num_classes, in_features=4096),
+    )
+    model = ImageClassifier(stages, head, (in_channels, 224, 224))
     model.name = "alexnet"
     return model

@@ -122,14 +122,19 @@ class _Features(nn.Module):
         return self.classifier.forward_features(x)
 
 
-def _registered_backbone(name: str, in_channels: int, input_size: int, kwargs: dict):
-    """The feature part of a registered classifier (its ``forward_features``)."""
+def _registered_backbone(
+    name: str, in_channels: int, input_size: int, kwargs: dict, weights: str | None = None
+):
+    """The feature part of a registered classifier (its ``forward_features``), with
+    pretrained ``weights`` when given (``create(name, weights=..., include_top=False)``)."""
     builder = MODELS.get(name)
     kwargs = dict(kwargs)
     params = inspect.signature(builder).parameters
     kwargs.setdefault("in_channels", in_channels)
     if "input_size" in params:
         kwargs.setdefault("input_size", input_size)
+    if weights is not None:
+        return create(name, weights=weights, include_top=False, **kwargs).features
     classifier = create(name, **kwargs)
     if not hasattr(classifier, "forward_features"):
         raise ConfigError(
@@ -177,6 +182,7 @@ def localizer(
     in_channels: int = 1,
     input_size: int = 28,
     backbone_kwargs: dict | None = None,
+    weights: str | None = None,
 ) -> Localizer:
     """Seed 001's classification + localisation network: a shared backbone, global
     average pooling, a softmax ``Dense(num_classes)`` and a sigmoid ``Dense(4)`` box head;
@@ -193,6 +199,11 @@ def localizer(
         backbone_kwargs: extra arguments of the backbone's builder, e.g.
             ``{'filters': (16, 32, 64, 64)}`` for ``'gap_cnn'`` or ``{'base_filters': 8}``
             for ``'small'``.
+        weights: pretrained weights of a registered backbone (``'imagenet'`` or a path,
+            see :func:`cnnkit.models.create`), as seed 001's
+            ``Xception(weights="imagenet", include_top=False)``: e.g.
+            ``create("localizer", backbone="xception", weights="imagenet", in_channels=3,
+            input_size=299)``. The heads start fresh.
 
     Input ``(N, 1, 28, 28)`` by default (localisation MNIST); any size the backbone takes.
     """
@@ -201,6 +212,11 @@ def localizer(
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"localizer expects {name} a positive int; received {v!r}.")
     kwargs = dict(backbone_kwargs or {})
+    if weights is not None and (not isinstance(backbone, str) or backbone == "small"):
+        raise ConfigError(
+            "localizer: weights apply to a registered backbone (e.g. backbone='xception' or "
+            f"'resnet50'); received backbone={backbone!r}."
+        )
     if isinstance(backbone, nn.Module):
         if kwargs:
             raise ConfigError("localizer: backbone_kwargs apply to named backbones only.")
@@ -208,7 +224,7 @@ def localizer(
     elif backbone == "small":
         net = small_backbone(in_channels, **kwargs)
     elif isinstance(backbone, str):
-        net = _registered_backbone(backbone, in_channels, input_size, kwargs)
+        net = _registered_backbone(backbone, in_channels, input_size, kwargs, weights)
     else:
         raise ConfigError(
             f"localizer backbone must be 'small', a registered model name or an nn.Module; "

@@ -31,7 +31,18 @@ from cnnkit.layers import (
 from cnnkit.models.base import ImageClassifier
 from cnnkit.models.registry import register_model
 
-__all__ = ["CONFIGS", "vgg", "vgg11", "vgg13", "vgg16", "vgg19"]
+__all__ = [
+    "CONFIGS",
+    "vgg",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+]
 
 #: convolutions per block (the paper's Table 1: A, B, D, E), channels 64-128-256-512-512
 CONFIGS: dict[str, tuple[int, ...]] = {
@@ -124,3 +135,21 @@ def vgg19(
 
 for _fn in (vgg11, vgg13, vgg16, vgg19):
     _fn.__doc__ = _doc(_fn.__name__)
+
+
+def _bn_builder(config: str):
+    def build(num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5):
+        return vgg(CONFIGS[config], num_classes, in_channels, True, dropout, config)
+
+    build.__name__ = build.__qualname__ = f"{config}_bn"
+    build.__doc__ = (
+        f"{config.upper()} with batch normalisation (torchvision.models.{config}_bn): "
+        f"``{config}(batch_norm=True)`` under the name of torchvision's pretrained weights."
+    )
+    return build
+
+
+vgg11_bn = register_model("vgg11_bn")(_bn_builder("vgg11"))
+vgg13_bn = register_model("vgg13_bn")(_bn_builder("vgg13"))
+vgg16_bn = register_model("vgg16_bn")(_bn_builder("vgg16"))
+vgg19_bn = register_model("vgg19_bn")(_bn_builder("vgg19"))
