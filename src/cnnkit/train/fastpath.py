@@ -134,6 +134,9 @@ def configure(
             log.debug("fast path: disabled by %s=0", ENV_SWITCH)
         return _STATE
     if _STATE.enabled and not force:
+        # the flag is per thread and other libraries may reset the FPU state: set it again
+        if _STATE.flush_denormal and not flush_denormal_enabled():
+            torch.set_flush_denormal(True)
         return _STATE
     if allocator:
         _STATE.allocator = tune_allocator()
