@@ -292,7 +292,7 @@ def load_run(run: str | Path, device: str = "auto", precision: str | None = None
 
     The model runs with the precision it was trained with (model.json) unless
     ``precision`` is given."""
-    from cnnkit.train.checkpoint import load
+    from cnnkit.train.model import load
 
     config = run_folder.read_config(run)
     if not (Path(run) / "model.json").is_file():
