@@ -315,7 +315,7 @@ class SelfLoss:
     #: what ``evaluate`` scores the detections with (``detection_map`` iou types)
     iou_types = ("bbox", "segm")
     #: the deck's binarisation of the predicted mask probabilities
-    mask_threshold = 0.5
+    mask_threshold: float | None = 0.5
 
     def __init__(self) -> None:
         self._sums: dict[str, torch.Tensor] = {}
@@ -442,8 +442,9 @@ class SelfLoss:
         ]
 
     def binarize(self, det: dict) -> dict:
-        """``masks`` ``[D, 1, H, W]`` probabilities -> ``[D, H, W]`` bool at 0.5."""
-        if "masks" in det and det["masks"].dim() == 4:
+        """``masks`` ``[D, 1, H, W]`` probabilities -> ``[D, H, W]`` bool at 0.5 (kept as
+        probabilities with ``mask_threshold = None``)."""
+        if self.mask_threshold is not None and "masks" in det and det["masks"].dim() == 4:
             det = dict(det, masks=det["masks"][:, 0] > self.mask_threshold)
         return det
 
