@@ -19,9 +19,10 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.utils.data import Dataset
 
 from cnnkit._core.errors import ConfigError, check_choice
+from cnnkit.data.synthetic import SyntheticDataset
+from cnnkit.data.transforms import RandomHorizontalFlip
 from cnnkit.metrics import detection_map
 from cnnkit.train.callbacks import Callback, ModelCheckpoint
 from cnnkit.train.model import Model
@@ -37,29 +38,6 @@ def _deprecated(name: str, instead: str) -> None:
         DeprecationWarning,
         stacklevel=3,
     )
-
-
-class _Flipped(Dataset):
-    """Images and targets, each flipped left-right with probability 1/2 (global RNG)."""
-
-    def __init__(self, images, targets) -> None:
-        self.images, self.targets = images, targets
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        image, target = self.images[i], dict(self.targets[i])
-        if float(torch.rand(())) >= 0.5:
-            return image, target
-        w = image.shape[-1]
-        boxes = target["boxes"]
-        target["boxes"] = torch.stack(
-            [w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1
-        )
-        if "masks" in target:
-            target["masks"] = target["masks"].flip(-1)
-        return image.flip(-1), target
 
 
 class _EpochEnd(Callback):
@@ -126,7 +104,9 @@ def fit_detection(
             f"{k}={v:.4g}" for k, v in logs.items()))))  # fmt: skip
     if checkpoint_dir is not None:  # after the callbacks: the RNG states they leave are saved
         cbs.append(ModelCheckpoint(checkpoint_dir, monitor="loss", save_best=False))
-    data = (_Flipped(images, targets),) if hflip else (images, targets)
+    data = (
+        (SyntheticDataset(images, targets, RandomHorizontalFlip()),) if hflip else (images, targets)
+    )
     history = wf.fit(
         *data,
         batch_size=batch_size,
