@@ -121,13 +121,15 @@ def test_resumed_run_equals_the_uninterrupted_one(reference, tmp_path):
     ref_state, ref_history = reference
     ckpt = _interrupted(tmp_path, stop_epoch=1)
     assert json.loads((ckpt / "last" / "model.json").read_text())["training"]["epoch"] == 0
-    fresh = _model(123).state_dict()
+    fresh = _model(123).module.state_dict()
     assert not all(torch.equal(fresh[k], ref_state[k]) for k in ref_state if "weight" in k)
     model, history = _resume(ckpt)
     _assert_same_state(model, ref_state)
     _same_history(history, ref_history)
-    # the learning rate at the start of each epoch: warm-up, its end, the step decay
-    assert history["learning_rate"] == [pytest.approx(2e-5), 0.02, pytest.approx(0.002)]
+    # the learning rate of each epoch's first batch: in the warm-up (3 batches per epoch,
+    # 4 to warm up), then stepped down by 10 after epoch 2
+    warm = [0.001 + 0.999 * i / 4 for i in (0, 3)]
+    assert history["learning_rate"] == pytest.approx([0.02 * warm[0], 0.02 * warm[1], 0.002])
     # the checkpoint written after the last epoch is the end state, readable by cnnkit.load
     loaded = cnnkit.load(ckpt / "last")
     _assert_same_state(getattr(loaded, "module", loaded), ref_state)
