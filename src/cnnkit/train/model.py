@@ -213,6 +213,7 @@ class Workflow:
         if self._channels_last is False or not ranks or len(ranks) > 1:
             return None
         helps = self.device.type in ("cuda", "cpu") or self.precision.name == "bf16"
+        helps = helps and self._task.channels_last_helps
         if self._channels_last == "auto" and not helps:
             return None
         return {4: torch.channels_last, 5: torch.channels_last_3d}.get(ranks.pop())

@@ -71,6 +71,9 @@ def _to_device(y: Any, device: torch.device) -> Any:
 class SupervisedHeads:
     """Losses and metrics from ``compile`` on the model's outputs (one per head)."""
 
+    #: ``channels_last='auto'`` stores conv nets channels-last (inputs converted alike)
+    channels_last_helps = True
+
     def compile(self, wf: Any, loss: Any, loss_weights: Any, metrics: Any) -> None:
         if loss is None:
             raise ConfigError(
@@ -316,6 +319,9 @@ class SelfLoss:
     iou_types = ("bbox", "segm")
     #: the deck's binarisation of the predicted mask probabilities
     mask_threshold: float | None = 0.5
+    #: the model batches the images itself (contiguous), so channels-last weights only add
+    #: conversions: Mask R-CNN 'small' fit 0.95x vs 1.03x of the hand-written loop (CPU)
+    channels_last_helps = False
 
     def __init__(self) -> None:
         self._sums: dict[str, torch.Tensor] = {}
