@@ -7,6 +7,11 @@
 
 The loop adds nothing measurable to a hand-written one: in-memory data is sliced,
 running sums stay on the device, the progress bar reads them only when it redraws.
+
+One loop serves every task; where tasks differ (batches of images and target dicts, a
+model that computes its own losses such as Mask R-CNN, COCO scores) it asks the task
+object of :mod:`cnnkit.train.tasks`. Callbacks and checkpoints see the small interface of
+:mod:`cnnkit.train.state`.
 """
 
 from __future__ import annotations
