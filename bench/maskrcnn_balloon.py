@@ -32,9 +32,13 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+import cnnkit
 from cnnkit.data.coco import via_instances
+from cnnkit.data.synthetic import SyntheticDataset
+from cnnkit.data.transforms import RandomHorizontalFlip
 from cnnkit.models import create
-from cnnkit.train.detection import evaluate_detection, fit_detection, predict_detection
+from cnnkit.train.optimizers import Named
+from cnnkit.train.schedules import warmup_step_decay
 
 
 def data_root() -> Path:
@@ -95,7 +99,7 @@ def main() -> None:
         "keep every anchor; 0 is the deck's rule, which leaves large balloons few anchors)",
     )  # fmt: skip
     p.add_argument("--no-precise-bn", action="store_true", help="keep the running BN stats")
-    p.add_argument("--val-every", type=int, default=0, help="validate every N epochs (0: off)")
+    p.add_argument("--val", action="store_true", help="score the validation images every epoch")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results to this file")
@@ -110,23 +114,26 @@ def main() -> None:
         pre_nms_top_n=(600, 300), post_nms_top_n=(300, 100),
         batch_size_per_image=args.rpn_batch, allowed_border=args.allowed_border,
     )  # fmt: skip
-    model = create(
+    net = create(
         "mask_rcnn", num_classes=1, backbone=args.backbone, min_size=None, max_size=None,
         anchor_sizes=(tuple(args.anchor_sizes),), rpn_kwargs=rpn,
         roi_kwargs=dict(batch_size_per_image=64, representation=256, mask_channels=128),
     )  # fmt: skip
-    start, cpu_start = time.perf_counter(), time.process_time()
-    history = fit_detection(
-        model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        lr_steps=args.lr_steps, hflip=True, seed=args.seed, log_fn=print,
-        warmup_iters=args.warmup, val=(xv, yv) if args.val_every else None,
-        val_every=args.val_every or 1,
+    model = cnnkit.Model(net).compile(
+        optimizer=Named("sgd", momentum=0.9, weight_decay=1e-4), learning_rate=args.lr,
+        lr_schedule=warmup_step_decay(args.lr_steps, warmup_iters=args.warmup),
+        global_clipnorm=10.0, precision="fp32",
     )  # fmt: skip
+    start, cpu_start = time.perf_counter(), time.process_time()
+    history = model.fit(
+        SyntheticDataset(x, y, RandomHorizontalFlip()), epochs=args.epochs,
+        batch_size=args.batch_size, validation_data=(xv, yv) if args.val else None,
+    ).history  # fmt: skip
     if not args.no_precise_bn:
-        precise_bn(model, x, args.batch_size)
+        precise_bn(net, x, args.batch_size)
     train_s = time.perf_counter() - start
     train_cpu_s = time.process_time() - cpu_start  # the machine is shared: wall > CPU time
-    scores = evaluate_detection(model, xv, yv, batch_size=2)
+    scores = model.evaluate(xv, yv, batch_size=2)
     result = {
         "settings": vars(args),
         "load_seconds": round(load_s, 1),
@@ -137,13 +144,15 @@ def main() -> None:
     }
     # what the predictions look like: detections per validation image (score > the ROI
     # heads' score_thresh, after NMS) and their best scores
-    preds = predict_detection(model, xv, batch_size=2, mask_threshold=None)
+    preds = model.predict(xv, batch_size=2)
     counts = [len(d["scores"]) for d in preds]
     top = [float(d["scores"].max()) for d in preds if len(d["scores"])]
     result["val_detections_per_image"] = round(sum(counts) / len(counts), 1)
     result["val_true_instances_per_image"] = round(sum(len(t["boxes"]) for t in yv) / len(yv), 1)
     result["val_best_score_median"] = round(sorted(top)[len(top) // 2], 3) if top else None
     for iou_type, res in scores.items():
+        if not isinstance(res, dict):
+            continue
         for key in ("map", "map_50", "map_75", "mar_100"):
             result[f"{iou_type}_{key}"] = round(float(res[key]), 4)
     print(json.dumps(result, indent=1))

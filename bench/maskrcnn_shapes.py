@@ -17,9 +17,12 @@ import time
 
 import torch
 
-from cnnkit.data.synthetic import shapes
+import cnnkit
+from cnnkit.data.synthetic import SyntheticDataset, shapes
+from cnnkit.data.transforms import RandomHorizontalFlip
 from cnnkit.models import create
-from cnnkit.train.detection import evaluate_detection, fit_detection
+from cnnkit.train.optimizers import Named
+from cnnkit.train.schedules import warmup_step_decay
 
 
 def main() -> None:
@@ -35,6 +38,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objectness", default="sigmoid", choices=["sigmoid", "softmax"])
     p.add_argument("--pooler", default="align", choices=["align", "pool"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "auto", "bf16"])
     p.add_argument("--json", help="write the results to this file")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -42,18 +46,23 @@ def main() -> None:
 
     x, y = shapes(args.n_train, size=args.size, task="instance", seed=args.seed)
     xv, yv = shapes(args.n_val, size=args.size, task="instance", seed=args.seed + 1000)
-    model = create(
+    model = cnnkit.Model(create(
         "mask_rcnn", num_classes=3, backbone="small", objectness=args.objectness,
         pooler=args.pooler,
+    ))  # fmt: skip
+    model.compile(
+        optimizer=Named("sgd", momentum=0.9, weight_decay=1e-4), learning_rate=args.lr,
+        lr_schedule=warmup_step_decay(args.lr_steps, warmup_iters=100), global_clipnorm=10.0,
+        precision=args.precision,
     )  # fmt: skip
     start = time.perf_counter()
-    history = fit_detection(
-        model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        lr_steps=args.lr_steps, hflip=True, seed=args.seed, log_fn=print,
-    )  # fmt: skip
+    history = model.fit(
+        SyntheticDataset(x, y, RandomHorizontalFlip()), epochs=args.epochs,
+        batch_size=args.batch_size,
+    ).history  # fmt: skip
     train_s = time.perf_counter() - start
     start = time.perf_counter()
-    scores = evaluate_detection(model, xv, yv)
+    scores = model.evaluate(xv, yv, batch_size=args.batch_size)
     eval_s = time.perf_counter() - start
     result = {
         "settings": vars(args),
@@ -62,6 +71,8 @@ def main() -> None:
         "final_loss": history["loss"][-1],
     }
     for iou_type, res in scores.items():
+        if not isinstance(res, dict):
+            continue
         for key in ("map", "map_50", "map_75", "mar_100"):
             result[f"{iou_type}_{key}"] = round(float(res[key]), 4)
     print(json.dumps(result, indent=1))

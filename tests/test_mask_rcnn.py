@@ -11,14 +11,17 @@ import torch
 import torchvision
 from torch.nn import functional as F
 
+import cnnkit
 from cnnkit._core.errors import ConfigError
 from cnnkit.data.synthetic import shapes
+from cnnkit.metrics import detection_map
 from cnnkit.models import create
 from cnnkit.models.mask_rcnn import AnchorGenerator, BoxCoder, binarize_masks, paste_masks
 from cnnkit.models.mask_rcnn.pooling import RoIPooler, roi_align_separable
 from cnnkit.models.mask_rcnn.roi_heads import mask_targets
 from cnnkit.models.mask_rcnn.rpn import assign_anchors, sample_labels
-from cnnkit.train.detection import evaluate_detection, fit_detection
+from cnnkit.train.detection import evaluate_detection, fit_detection, predict_detection
+from cnnkit.train.schedules import warmup_step_decay
 
 
 def np_iou(a, b):
@@ -376,10 +379,29 @@ def test_options_train(options):
 def test_overfits_two_images_in_seconds():
     x, y = shapes(2, size=64, task="instance", seed=3)
     torch.manual_seed(0)
-    model = create("mask_rcnn", num_classes=3, backbone="small")
-    hist = fit_detection(model, x, y, epochs=50, batch_size=2, lr=0.02, warmup_iters=10,
-                         log_fn=lambda s: None)  # fmt: skip
+    model = cnnkit.Model(create("mask_rcnn", num_classes=3, backbone="small"))
+    model.compile(
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9, weight_decay=1e-4),
+        lr_schedule=warmup_step_decay(warmup_iters=10), global_clipnorm=10.0,
+        precision="fp32", device="cpu",
+    )  # fmt: skip
+    hist = model.fit(x, y, epochs=50, batch_size=2, verbose=0).history
     assert hist["loss"][-1] < 0.4 * hist["loss"][0]
     assert hist["loss_mask"][-1] < 0.3 * hist["loss_mask"][0]
-    scores = evaluate_detection(model, x, y)
+    scores = model.evaluate(x, y)
     assert scores["bbox"]["map_50"] >= 0.7 and scores["segm"]["map_50"] >= 0.7
+
+
+def test_deprecated_wrappers_warn_and_train_through_model():
+    x, y = shapes(2, size=48, task="instance", seed=3)
+    model = create("mask_rcnn", num_classes=3, backbone="small")
+    with pytest.deprecated_call():
+        hist = fit_detection(model, x, y, epochs=1, batch_size=2, warmup_iters=0, hflip=True)
+    assert set(hist) >= {"loss", "loss_mask", "learning_rate"}
+    with pytest.deprecated_call():
+        preds = predict_detection(model, x, mask_threshold=None)
+    assert preds[0]["masks"].shape[1] == 1  # probabilities, as the model gives them
+    with pytest.deprecated_call():
+        scores = evaluate_detection(model, x, y)
+    binary = [dict(p, masks=p["masks"][:, 0] > 0.5) for p in preds]
+    assert scores["segm"] == detection_map(binary, y, iou_type="segm")

@@ -114,19 +114,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnkit.cli.training import load_run, load_task_data, score
+    from cnnkit.cli.scores import score
+    from cnnkit.cli.training import load_run, load_task_data
 
     model, config = load_run(args.run, device=args.device, precision=args.precision)
-    if config.get("task") == "instance":
-        from cnnkit.cli.detection import evaluate_instances
-
-        metrics = evaluate_instances(model, config, args)
-    else:
-        options = config.get("run", {})
-        data_dir = args.data_dir if args.data_dir is not None else options.get("data_dir")
-        limit = args.limit if args.limit is not None else options.get("limit")
-        data = load_task_data(config, data_dir, limit)
-        metrics = score(model, config, data, None)
+    options = config.get("run", {})
+    data_dir = args.data_dir if args.data_dir is not None else options.get("data_dir")
+    limit = args.limit if args.limit is not None else options.get("limit")
+    data = load_task_data(config, data_dir, limit)
+    metrics = score(model, config, data, None)
     test = metrics["test"]
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
     if args.json:
@@ -264,7 +260,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             Image.fromarray(mask.astype(np.uint8) * scale).save(target)
             print(f"{name}: mask -> {target} ({100 * float(np.mean(mask > 0)):.1f}% foreground)")
     else:
-        from cnnkit.cli.training import as_probabilities
+        from cnnkit.cli.scores import as_probabilities
 
         activation = model.output_activations(x)[0]
         probs = as_probabilities(out[0] if task == "localization" else out, activation)

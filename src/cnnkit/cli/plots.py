@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.cli.run_folder import PLOTS
+from cnnkit.cli.scores import as_probabilities
 
 log = logging.getLogger("cnnkit.cli")
 
@@ -48,9 +49,39 @@ def _plot(name: str, path: Path, *args: Any, **kwargs: Any) -> bool:
     return True
 
 
+def _segmentation(folder: Path, model: Any, data: Any, n: int) -> None:
+    x = data.x_test[:n]
+    probs = model.predict(x)
+    pred = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else probs.argmax(1)
+    truth = data.y_test[:n].numpy()
+    truth = truth[:, 0] if truth.ndim == 4 else truth
+    _plot("plot_segmentation", folder / "segmentation.png", x.numpy(), truth, pred,
+          class_names=data.classes)  # fmt: skip
+
+
+def _classification(folder: Path, model: Any, data: Any, n: int) -> None:
+    if data.x_test.dim() == 4:
+        cam_examples(model, data.x_test[:n], folder / "cam.png", data.classes)
+
+
+def _instance(folder: Path, model: Any, data: Any, n: int) -> None:
+    pred = model.predict(data.x_test[:1])[0]
+    _plot("plot_instances", folder / "instances.png", data.x_test[0], pred,
+          target=data.y_test[0], class_names=data.classes)  # fmt: skip
+
+
+#: the example plots of each task (drawn when the test split is not empty)
+TASK_PLOTS = {
+    "classification": _classification,
+    "segmentation": _segmentation,
+    "instance": _instance,
+}
+
+
 def make_plots(run: Path, config: dict, model: Any, data: Any, history: Any, metrics: dict) -> None:
-    """Learning curves, and by task: confusion matrix + per-class scores + CAMs
-    (classification), overlays (segmentation), instance overlays."""
+    """Learning curves, confusion matrix + per-class scores where the task has classes,
+    and the task's examples (:data:`TASK_PLOTS`): CAMs (classification), overlays
+    (segmentation), instance overlays."""
     folder = run / PLOTS
     folder.mkdir(exist_ok=True)
     _plot("plot_history", folder / "history.png", history.history)
@@ -59,18 +90,10 @@ def make_plots(run: Path, config: dict, model: Any, data: Any, history: Any, met
         names = metrics.get("class_names")
         _plot("plot_confusion_matrix", folder / "confusion_matrix.png", cm, class_names=names)
         _plot("plot_per_class", folder / "per_class.png", metrics["per_class"])
-    task = config["task"]
     n = min(EXAMPLES, len(data.x_test))
-    if task == "segmentation" and n:
-        x = data.x_test[:n]
-        probs = model.predict(x)
-        pred = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else probs.argmax(1)
-        truth = data.y_test[:n].numpy()
-        truth = truth[:, 0] if truth.ndim == 4 else truth
-        _plot("plot_segmentation", folder / "segmentation.png", x.numpy(), truth, pred,
-              class_names=data.classes)  # fmt: skip
-    if task == "classification" and n and data.x_test.dim() == 4:
-        cam_examples(model, data.x_test[:n], folder / "cam.png", data.classes)
+    examples = TASK_PLOTS.get(config["task"])
+    if examples is not None and n:
+        examples(folder, model, data, n)
 
 
 def cam_examples(model: Any, x: Any, path: Path, classes: list[str] | None = None) -> bool:
@@ -97,8 +120,6 @@ def cam_examples(model: Any, x: Any, path: Path, classes: list[str] | None = Non
         log.warning("no class activation map for this model; %s not drawn", path.name)
         return False
     maps = maps.detach().cpu().numpy() if hasattr(maps, "detach") else np.asarray(maps)
-    from cnnkit.cli.training import as_probabilities
-
     probs = as_probabilities(model.predict(x), model.output_activations(x)[0])
     titles = []
     for p in probs:

@@ -47,7 +47,15 @@ RUN_KEYS = ("command", "run", "resumed_with")
 SECTION_KEYS = {
     "dataset": ("name", "args"),
     "model": ("name", "args", "weights", "num_classes", "freeze"),
-    "compile": ("optimizer", "loss", "metrics", "learning_rate", "loss_weights", "lr_schedule"),
+    "compile": (
+        "optimizer",
+        "loss",
+        "metrics",
+        "learning_rate",
+        "loss_weights",
+        "lr_schedule",
+        "global_clipnorm",
+    ),
     "fit": ("epochs", "batch_size", "validation_split"),
 }
 REQUIRED = ("task", "dataset", "model", "compile", "fit")
@@ -93,7 +101,7 @@ def _unknown(where: str, keys, allowed) -> None:
 
 #: ``compile.lr_schedule``: ``{name: cosine}`` (T_max defaults to the run's epochs) or
 #: ``{name: step_decay, args: {boundaries: [8], gamma: 0.1}}``
-SCHEDULES = ("cosine", "step_decay")
+SCHEDULES = ("cosine", "step_decay", "warmup_step_decay")
 
 
 def _check_schedule(value: Any, source: str) -> None:
@@ -142,6 +150,22 @@ def _check_pretrained(model: dict[str, Any], source: str) -> None:
         )
 
 
+def _check_optimizer(value: Any, source: str) -> None:
+    """``compile.optimizer``: a name, or ``{name: sgd, args: {momentum: 0.9}}``."""
+    if value is None or isinstance(value, str):
+        return
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("name"), str)
+        or not isinstance(value.get("args", {}) or {}, dict)
+    ):
+        raise ConfigError(
+            f"{source}: compile.optimizer must be a name like sgd or a mapping like "
+            f"{{name: sgd, args: {{momentum: 0.9}}}}; received {value!r}."
+        )
+    _unknown(f"{source} compile.optimizer", value, ("name", "args"))
+
+
 def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
     """Check keys and types of a config; returns a deep copy with defaults filled in."""
     config = {k: copy.deepcopy(v) for k, v in config.items() if k not in RUN_KEYS}
@@ -177,6 +201,7 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
             f"{source}: compile.loss is required (e.g. sparse_categorical_crossentropy)."
         )
     _check_schedule(config["compile"].get("lr_schedule"), source)
+    _check_optimizer(config["compile"].get("optimizer"), source)
     fit = config["fit"]
     fit.setdefault("epochs", 1)
     fit.setdefault("batch_size", 32)

@@ -1,8 +1,10 @@
-"""What ``cnnkit train`` does, kept thin: build from the registry, compile, fit, score.
+"""What ``cnnkit train`` does, kept thin and the same for every task: config -> data ->
+model -> ``Model.fit`` -> run folder -> report.
 
 The work is done by :func:`cnnkit.models.create`, :class:`cnnkit.Model`, the data
 readers and the callbacks; this module only wires a config to them and writes the run
-folder (:mod:`cnnkit.cli.run_folder`).
+folder (:mod:`cnnkit.cli.run_folder`). What a task adds (its scores, its plots) comes
+from the tables of :mod:`cnnkit.cli.scores` and :mod:`cnnkit.cli.plots`.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ import dataclasses
 import inspect
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 from cnnkit._core.errors import CnnkitError, ConfigError
 from cnnkit.cli import run_folder
 from cnnkit.cli.datasets import TaskData, load_data
+from cnnkit.cli.plots import make_plots
+from cnnkit.cli.scores import score
+
+#: the classes a model predicts, by task: Mask R-CNN's labels 1..K leave out classes[0]
+#: (the background); otherwise every class of the data
+NUM_CLASSES = {"instance": lambda classes: len(classes) - 1}
 
 log = logging.getLogger("cnnkit.cli")
 
@@ -37,7 +41,9 @@ def model_kwargs(config: dict[str, Any], data: TaskData) -> dict[str, Any]:
     implied = {
         "in_channels": shape[0],
         "input_size": shape[-1],
-        "num_classes": data.num_classes,
+        "num_classes": None
+        if data.classes is None
+        else NUM_CLASSES.get(config["task"], len)(data.classes),
         "length": shape[-1],
         "clip_shape": list(shape[1:]),
     }
@@ -123,17 +129,28 @@ def lr_schedule(config: dict[str, Any]):
         raise ConfigError(f"compile.lr_schedule {spec!r}: {err}") from None
 
 
+def optimizer(config: dict[str, Any]):
+    """The recipe's ``compile.optimizer``: a name, or ``{name: sgd, args: {momentum: 0.9}}``."""
+    spec = config["compile"].get("optimizer", "adam")
+    if isinstance(spec, dict):
+        from cnnkit.train.optimizers import Named
+
+        return Named(spec["name"], **(spec.get("args") or {}))
+    return spec
+
+
 def compile_model(model, config: dict[str, Any], device: str, precision: str):
     c = config["compile"]
     model.compile(
-        optimizer=c.get("optimizer", "adam"),
-        loss=c["loss"],
+        optimizer=optimizer(config),
+        loss=c.get("loss"),
         metrics=c.get("metrics", []),
         loss_weights=c.get("loss_weights"),
         learning_rate=c.get("learning_rate"),
         lr_schedule=lr_schedule(config),
         device=device,
         precision=precision,
+        global_clipnorm=c.get("global_clipnorm"),
     )
     return model
 
@@ -152,118 +169,6 @@ def _callbacks(run: Path, monitor: str, resume: bool) -> list[Any]:
     except ImportError:
         log.warning("tensorboard is not installed; no TensorBoard events (pip install tensorboard)")
     return cbs
-
-
-# ------------------------------------------------------------------------ scores
-
-
-#: how class probabilities follow from an output, by the model's final activation
-_TO_PROBABILITIES = {
-    "softmax": lambda out: out,  # predict applied it (in fp32)
-    "sigmoid": lambda out: out,  # per-class (multi-label) or binary probabilities
-    None: lambda out: _sigmoid(out) if out.shape[1] == 1 else _softmax(out),  # from logits
-}
-
-
-def _sigmoid(out: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-out))
-
-
-def _softmax(out: np.ndarray) -> np.ndarray:
-    e = np.exp(out - out.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-def as_probabilities(out: np.ndarray, activation: str | None) -> np.ndarray:
-    """Class probabilities over dim 1 from ``model.predict``'s output, decided by what the
-    model ends in (``model.output_activations()``), never guessed from the numbers."""
-    out = np.asarray(out, dtype=np.float64)
-    if activation not in _TO_PROBABILITIES:
-        raise CnnkitError(
-            f"Unknown output activation {activation!r}; expected softmax, sigmoid or None."
-        )
-    if out.ndim < 2:
-        return out
-    return _TO_PROBABILITIES[activation](out)
-
-
-def _predictions(out: np.ndarray) -> np.ndarray:
-    """Class indices from probabilities: argmax over dim 1, or > 0.5 for one channel."""
-    if out.ndim >= 2 and out.shape[1] == 1:
-        return (out[:, 0] > 0.5).astype(np.int64)
-    return out.argmax(1)
-
-
-def class_scores(truth: torch.Tensor, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Confusion matrix and per-class precision/recall/F1/IoU (pixels for segmentation)."""
-    from cnnkit.metrics import UndefinedMetricWarning, confusion_matrix, report
-
-    y_true = truth.numpy().astype(np.int64)
-    if y_true.ndim == probs.ndim:  # (N, 1, H, W) binary masks
-        y_true = y_true[:, 0]
-    y_pred = _predictions(probs)
-    cm = confusion_matrix(y_true, y_pred, num_classes=len(classes))
-    with warnings.catch_warnings():  # classes absent from a small test set score 0
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
-        rep = report(cm)
-    per_class = {
-        name: {
-            "precision": float(rep["precision_per_class"][i]),
-            "recall": float(rep["recall_per_class"][i]),
-            "f1": float(rep["f1_per_class"][i]),
-            "iou": float(rep["iou_per_class"][i]),
-            "support": int(rep["support"][i]),
-        }
-        for i, name in enumerate(classes)
-    }
-    summary = {
-        "accuracy": float(rep["accuracy"]),
-        "balanced_accuracy": float(rep["balanced_accuracy"]),
-        "mean_iou": float(rep["mean_iou"]),
-        "f1_macro": float(rep["f1_macro"]),
-    }
-    return {
-        "summary": summary,
-        "per_class": per_class,
-        "confusion_matrix": np.asarray(cm).tolist(),
-        "class_names": list(classes),
-    }
-
-
-def box_iou_mean(pred: np.ndarray, true: torch.Tensor) -> float:
-    from cnnkit.metrics.boxes import matched_box_iou_tensor
-
-    p = torch.from_numpy(pred).float()
-    p = torch.cat([torch.minimum(p[:, :2], p[:, 2:]), torch.maximum(p[:, :2], p[:, 2:])], 1)
-    return float(matched_box_iou_tensor(p, true.float()).mean())
-
-
-def score(model, config: dict[str, Any], data: TaskData, history: Any | None) -> dict[str, Any]:
-    """metrics.json: ``test`` (evaluate + task scores), ``val`` (last epoch), extras."""
-    batch = config["fit"]["batch_size"]
-    test = model.evaluate(data.x_test, data.y_test, batch_size=batch)
-    metrics: dict[str, Any] = {"test": {k: float(v) for k, v in test.items()}}
-    if history is not None and history.history:
-        last = {k[4:]: float(v[-1]) for k, v in history.history.items() if k.startswith("val_")}
-        if last:
-            metrics["val"] = last
-        metrics["epochs"] = len(history.history.get("loss", []))
-    task = config["task"]
-    if task in ("classification", "segmentation") and data.classes:
-        probs = model.predict(data.x_test, batch_size=batch)
-        scores = class_scores(data.y_test, probs, data.classes)
-        key = "pixel_" if task == "segmentation" else ""
-        for k, v in scores.pop("summary").items():
-            metrics["test"][key + k] = v
-        metrics.update(scores)
-    elif task == "localization":
-        probs, boxes = model.predict(data.x_test, batch_size=batch)
-        metrics["test"]["box_iou"] = box_iou_mean(boxes, data.y_test[1])
-        scores = class_scores(data.y_test[0], probs, data.classes)
-        metrics["test"]["accuracy"] = scores.pop("summary")["accuracy"]
-        metrics.update(scores)
-    return metrics
 
 
 # ------------------------------------------------------------------------ train
@@ -286,11 +191,6 @@ def train(
 
     seed_everything(int(config["seed"]))
     data = load_task_data(config, data_dir, limit)
-    if config["task"] == "instance":
-        from cnnkit.cli.detection import train_instances
-
-        return train_instances(config, run, argv, data, resume=resume, device=device,
-                               data_dir=data_dir, limit=limit, verbose=verbose)  # fmt: skip
     model, kwargs = build_model(config, data)
     compile_model(model, config, device, precision)
     record = dict(config)
@@ -329,8 +229,6 @@ def train(
     run_folder.write_json(run / run_folder.METRICS, metrics)
     run_folder.write_json(run / "environment.json", run_folder.environment(model))
     run_folder.write_summary(run, model.module, data.input_shape)
-    from cnnkit.cli.plots import make_plots
-
     make_plots(run, config, model, data, history, metrics)
     from cnnkit.cli.explain import write_page_after_training
 
@@ -344,7 +242,7 @@ def load_run(run: str | Path, device: str = "auto", precision: str | None = None
 
     The model runs with the precision it was trained with (model.json) unless
     ``precision`` is given."""
-    from cnnkit.train.checkpoint import load
+    from cnnkit.train.model import load
 
     config = run_folder.read_config(run)
     if not (Path(run) / "model.json").is_file():
@@ -353,8 +251,7 @@ def load_run(run: str | Path, device: str = "auto", precision: str | None = None
             "finish; continue it with `cnnkit train CONFIG --out RUN --resume`."
         )
     model = load(run, device=device, precision=precision)
-    if config.get("task") != "instance":
-        compile_model(model, config, device, model.precision.name)
+    compile_model(model, config, device, model.precision.name)
     return model, config
 
 

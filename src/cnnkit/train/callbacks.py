@@ -39,6 +39,7 @@ from cnnkit.train.schedules import (
     resolve_mode,
     step_decay,
 )
+from cnnkit.train.state import TrainingState
 
 log = logging.getLogger("cnnkit.train")
 
@@ -65,9 +66,9 @@ def _is_main_process() -> bool:
 class Callback:
     """Base class: override the hooks you need. ``self.model`` is the workflow being fit."""
 
-    model: Any = None
+    model: TrainingState | None = None
 
-    def set_model(self, model: Any) -> None:
+    def set_model(self, model: TrainingState) -> None:
         self.model = model
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:

@@ -9,6 +9,9 @@ Training checkpoints (:func:`save_training_state`, written by ``ModelCheckpoint`
 saved models whose manifest also records the optimizer, scheduler and grad-scaler
 state, epoch, history, shuffle seed and RNG states; ``fit(resume_from=...)`` restores
 them (:func:`load_training_state`) and ``cnnkit.load`` reads their weights.
+
+This module knows the training state only through the attributes it reads
+(:class:`cnnkit.train.state.TrainingState`), never the ``Model`` class.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cnnkit._core.errors import CnnkitError, ConfigError
+from cnnkit.train.state import TrainingState
 
 log = logging.getLogger("cnnkit.train")
 
@@ -145,40 +149,23 @@ def _rebuild(arch: dict[str, Any] | None) -> nn.Module:
     raise CnnkitError(f"Unknown architecture kind {kind!r} in the saved config.")
 
 
-def load(
-    directory: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    precision: str | None = None,
-) -> nn.Module:
-    """Load a folder written by ``save``; returns a ``cnnkit.Model`` (or ``cnnkit.Sequential``).
+def load_module(
+    directory: str | os.PathLike, device: torch.device
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The module saved in ``directory`` (weights verified and loaded, on ``device``) and
+    its model.json; ``cnnkit.load`` (:func:`cnnkit.train.model.load`) wraps it.
 
     Training checkpoints (``ModelCheckpoint``'s ``best/`` and ``last/``) load the same
     way; given the ``ModelCheckpoint`` folder itself, the best checkpoint is loaded.
     Refuses folders with pickles, unknown formats, or tensors whose checksum differs.
-
-    ``device``: ``'auto'`` (CUDA when present), ``'cpu'``, ``'cuda:N'``. The precision
-    and memory format the model was compiled with are restored from model.json, so it
-    predicts what it predicted before saving; ``precision='fp32'|'bf16'|'fp16'|'auto'``
-    overrides the saved precision.
-
-    A ``.keras`` (or legacy ``.h5``) Keras model file is imported by ``cnnkit.from_keras``.
     """
-    from cnnkit.train.precision import PRECISIONS, resolve_device
-
-    device = resolve_device(device)
-    if precision is not None and precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}; received {precision!r}.")
     folder = Path(directory)
-    if folder.suffix in (".keras", ".h5") and folder.is_file():  # a saved Keras model
-        from cnnkit.train.keras_import import from_keras
-
-        return from_keras(folder, device=device)
     cfg_path = folder / CONFIG
     if not cfg_path.is_file():
         # a ModelCheckpoint folder: its best checkpoint, else its last one
         for sub in ("best", "last"):
             if (folder / sub / CONFIG).is_file():
-                return load(folder / sub, device=device, precision=precision)
+                return load_module(folder / sub, device)
         pickles = [p.name for p in folder.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin")]
         hint = f" It holds {pickles}: cnnkit never unpickles files." if pickles else ""
         raise CnnkitError(f"{cfg_path} not found: not a saved cnnkit model.{hint}")
@@ -219,17 +206,7 @@ def load(
     except RuntimeError as err:
         raise CnnkitError(f"{weights} does not fit the saved architecture: {err}") from None
     module.to(device)
-    from cnnkit.train.model import Model, Workflow
-    from cnnkit.train.precision import resolve_precision
-    from cnnkit.train.runtime import restore_runtime
-
-    model = module if isinstance(module, Workflow) else Model(module)
-    runtime = config.get("runtime") if isinstance(config.get("runtime"), dict) else None
-    restore_runtime(model, runtime, device)
-    if precision is not None:
-        model.precision = resolve_precision(precision, device)
-        model.runtime_choices["precision"] = model.precision.name
-    return model
+    return module, config
 
 
 # ---------------------------------------------------------------- training checkpoints
@@ -337,7 +314,7 @@ def _set_rng_state(info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> No
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
 
 
-def _grad_scaler(workflow: Any) -> Any:
+def _grad_scaler(workflow: TrainingState) -> Any:
     for attr in ("scaler", "_scaler", "grad_scaler", "_grad_scaler"):
         obj = getattr(workflow, attr, None)
         if isinstance(obj, torch.amp.GradScaler):
@@ -361,7 +338,7 @@ def _referenced(manifest: dict[str, Any]) -> set[str]:
 
 def save_training_state(
     folder: str | os.PathLike,
-    workflow: Any,
+    workflow: TrainingState,
     epoch: int,
     history: Any = None,
     *,
@@ -521,7 +498,7 @@ def _load_part(
 
 
 def load_training_state(
-    folder: str | os.PathLike, workflow: Any, manifest_name: str = CONFIG
+    folder: str | os.PathLike, workflow: TrainingState, manifest_name: str = CONFIG
 ) -> dict[str, Any]:
     """Restore a checkpoint written by :func:`save_training_state` into ``workflow``
     (compiled, optimizer created): weights, optimizer, scheduler, grad scaler, shuffle seed
@@ -601,7 +578,7 @@ def read_checkpoint_info(folder: str | os.PathLike) -> dict[str, Any]:
     return _read_manifest(Path(folder))["training"]
 
 
-def resume_training(workflow: Any, path: str | os.PathLike, history: Any) -> int:
+def resume_training(workflow: TrainingState, path: str | os.PathLike, history: Any) -> int:
     """``fit(resume_from=path)``: restore the last checkpoint under ``path`` into
     ``workflow`` and ``history``; returns the epoch to continue from."""
     folder = find_checkpoint(path)

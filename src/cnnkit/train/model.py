@@ -7,6 +7,11 @@
 
 The loop adds nothing measurable to a hand-written one: in-memory data is sliced,
 running sums stay on the device, the progress bar reads them only when it redraws.
+
+One loop serves every task; where tasks differ (batches of images and target dicts, a
+model that computes its own losses such as Mask R-CNN, COCO scores) it asks the task
+object of :mod:`cnnkit.train.tasks`. Callbacks and checkpoints see the small interface of
+:mod:`cnnkit.train.state`.
 """
 
 from __future__ import annotations
@@ -14,39 +19,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from cnnkit._core.errors import CnnkitError, ConfigError, ShapeError
-from cnnkit.losses import get_loss
-from cnnkit.metrics import get_metric
 from cnnkit.train.callbacks import CallbackList
-from cnnkit.train.checkpoint import resume_training
-from cnnkit.train.data import InMemory, Loader, as_input_tensor, make_source
+from cnnkit.train.checkpoint import load_module, resume_training, save_model
+from cnnkit.train.data import InMemory, Loader, as_input_tensor
 from cnnkit.train.distributed import SINGLE, DistContext, build_step_modules, setup_distributed
 from cnnkit.train.fastpath import configure as configure_fast_path
 from cnnkit.train.fastpath import enabled_by_env, optimizer_description
-from cnnkit.train.heads import OutputHead, emit_logits, trace_heads
+from cnnkit.train.heads import OutputHead, trace_heads
 from cnnkit.train.optimizers import check_learning_rate, make_optimizer
-from cnnkit.train.precision import Precision, resolve_device, resolve_precision
+from cnnkit.train.precision import PRECISIONS, Precision, resolve_device, resolve_precision
 from cnnkit.train.progress import ProgressBar
-from cnnkit.train.runtime import activated, describe_choices, runtime_record
-from cnnkit.train.schedules import current_lr, step_scheduler
+from cnnkit.train.runtime import describe_choices, restore_runtime, runtime_record
+from cnnkit.train.schedules import current_lr, step_batch, step_scheduler
+from cnnkit.train.tasks import SelfLoss, SupervisedHeads, flat_logs, task_for
 
 log = logging.getLogger("cnnkit.train")
-
-#: Keras loss names that are computed from logits
-LOGIT_LOSSES = {
-    "categorical_crossentropy",
-    "sparse_categorical_crossentropy",
-    "binary_crossentropy",
-    "dice",
-    "focal",
-}
 
 
 class History:
@@ -98,10 +94,16 @@ class Workflow:
     def compiled(self) -> bool:
         return self._compiled
 
+    @property
+    def _task(self) -> SupervisedHeads | SelfLoss:
+        """What this model's task does differently (:mod:`cnnkit.train.tasks`)."""
+        task = self.__dict__.get("_task_ref")
+        if task is None:
+            task = self.__dict__["_task_ref"] = task_for(self._net)
+        return task
+
     def save(self, directory, overwrite: bool = False):
         """Write safetensors + JSON into ``directory``; see :func:`cnnkit.load`."""
-        from cnnkit.train.checkpoint import save_model
-
         return save_model(self._net, directory, overwrite=overwrite, runtime=runtime_record(self))
 
     def export_onnx(self, path, input_shape=None, example_input=None, check=True, atol=1e-4):
@@ -117,7 +119,7 @@ class Workflow:
         optimizer: str | torch.optim.Optimizer | Callable = "adam",
         loss: str | Callable | Sequence[str | Callable] | None = None,
         metrics: Sequence[str | Any] | None = None,
-        loss_weights: Sequence[float] | None = None,
+        loss_weights: Sequence[float] | dict[str, float] | None = None,
         lr_schedule: Any = None,
         device: str | torch.device = "auto",
         precision: str = "auto",
@@ -126,6 +128,7 @@ class Workflow:
         sync_batchnorm: bool = False,
         channels_last: bool | str = "auto",
         fast_path: bool = True,
+        global_clipnorm: float | None = None,
     ) -> Model:
         """Choose optimizer, loss(es), metrics, device and precision.
 
@@ -142,22 +145,21 @@ class Workflow:
         bf16 autocast 1.2-1.5x on AMX CPUs; in fp32 on an AVX2 CPU ``fit`` measured
         0.99-1.08x for the 2D nets and 1.6x for ``c3d_small`` (``bench/run.py``).
         ``True``/``False`` force it.
+
+        A model that computes its own losses (``mask_rcnn``: ``model(images, targets)``
+        returns a dict of them in train mode) is compiled without ``loss``; their sum is
+        minimised, ``loss_weights={'loss_mask': 2.0}`` weighs them by name.
+        ``global_clipnorm`` clips the norm of all gradients together (Keras' name).
         """
-        if loss is None:
-            raise ConfigError(
-                "compile() needs a loss, e.g. loss='sparse_categorical_crossentropy'."
-            )
-        losses = list(loss) if isinstance(loss, (list, tuple)) else [loss]
-        if loss_weights is not None and len(loss_weights) != len(losses):
-            raise ConfigError(
-                f"loss_weights has {len(loss_weights)} entries but there are {len(losses)} losses."
-            )
+        self.__dict__["_task_ref"] = task_for(self._net)
+        self._task.compile(self, loss, loss_weights, metrics)
         check_learning_rate(learning_rate)
-        self._loss_specs = losses
-        self._loss_fns = [get_loss(spec) for spec in losses]
-        self._loss_on_logits = [isinstance(s, str) and s in LOGIT_LOSSES for s in losses]
-        self._loss_weights = list(loss_weights) if loss_weights is not None else [1.0] * len(losses)
-        self._metric_specs = list(metrics or [])
+        if global_clipnorm is not None and not (
+            isinstance(global_clipnorm, int | float) and math.isfinite(global_clipnorm)
+            and global_clipnorm > 0
+        ):  # fmt: skip
+            raise ConfigError(f"global_clipnorm must be > 0; received {global_clipnorm!r}.")
+        self._clipnorm = global_clipnorm
         self._dist = setup_distributed(resolve_device(device))  # torchrun: process group
         self.device = self._dist.device
         self._sync_batchnorm = sync_batchnorm
@@ -217,6 +219,7 @@ class Workflow:
         if self._channels_last is False or not ranks or len(ranks) > 1:
             return None
         helps = self.device.type in ("cuda", "cpu") or self.precision.name == "bf16"
+        helps = helps and self._task.channels_last_helps
         if self._channels_last == "auto" and not helps:
             return None
         return {4: torch.channels_last, 5: torch.channels_last_3d}.get(ranks.pop())
@@ -235,22 +238,7 @@ class Workflow:
     def _prepare(self, x_sample: torch.Tensor) -> None:
         """Build lazy layers, find output heads, create the optimizer (once)."""
         if self._heads is None:
-            was_training = self._net.training
-            self._net.eval()
-            self._heads = trace_heads(self._net, x_sample[:2].to(self.device))
-            self._net.train(was_training)
-            if len(self._heads) != len(self._loss_fns):
-                if len(self._loss_fns) == 1 and len(self._heads) > 1:
-                    raise ConfigError(
-                        f"The model returns {len(self._heads)} outputs but compile() got one loss; "
-                        "pass one loss per output, e.g. loss=['sparse_categorical_crossentropy', 'mse']."
-                    )
-                raise ConfigError(
-                    f"The model returns {len(self._heads)} output(s) but compile() got "
-                    f"{len(self._loss_fns)} losses."
-                )
-            self._metrics = [get_metric(m) if isinstance(m, str) else m for m in self._metric_specs]
-            self._input_shape = tuple(int(d) for d in x_sample.shape[1:])
+            self._input_shape = self._task.prepare(self, x_sample)  # heads, metrics
             self._memory_format = self._choose_memory_format()
             if self._memory_format is not None:
                 self._net.to(memory_format=self._memory_format)
@@ -299,73 +287,22 @@ class Workflow:
                 f"{tuple(expected)[1:]} (the layer said: {err})"
             ) from None
 
-    def _split_aux(self, out: Any) -> tuple[Any, list[tuple[torch.Tensor, float]]]:
-        """Auxiliary-output protocol: a module with a non-empty ``aux_loss_weights``
-        (one float per auxiliary output, e.g. GoogLeNet's ``(0.3, 0.3)``) returns ``(main,
-        aux_1, ..., aux_k)`` in training mode and ``main`` alone in eval mode. The
-        auxiliary outputs are logits of the same task as ``main`` (a single output):
-        ``_loss`` adds ``w_i * loss(aux_i, y)``, metrics see ``main`` only."""
-        weights = getattr(self._net, "aux_loss_weights", ())
-        if (
-            not weights
-            or not isinstance(out, (tuple, list))
-            or len(out) != 1 + len(weights)
-            or len(self._heads) != 1
-        ):
-            return out, []
-        return out[0], list(zip(out[1:], weights))
-
-    def _loss(self, out: Any, y: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        out, aux = self._split_aux(out)
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        ys = y if isinstance(y, tuple) else (y,)
-        if len(ys) != len(outs):
-            raise ShapeError(
-                f"The model returns {len(outs)} output(s) but {len(ys)} target(s) were given."
-            )
-        total = None
-        activated = []
-        for head, o, t, fn, on_logits, w in zip(
-            self._heads, outs, ys, self._loss_fns, self._loss_on_logits, self._loss_weights
-        ):
-            logits = o.float() if head.switchable else head.to_logits(o)
-            act = head.activate(logits)  # fp32 (also renormalises a non-switchable softmax)
-            value = fn(logits if on_logits else act, t)
-            total = value * w if total is None else total + value * w
-            activated.append(act)
-        for a, w in aux:  # e.g. GoogLeNet: CE(logits) + 0.3 * (CE(aux2) + CE(aux1))
-            logits = a.float()
-            value = self._loss_fns[0](
-                logits if self._loss_on_logits[0] else self._heads[0].activate(logits), ys[0]
-            )
-            total = total + value * w
-        return total, activated
-
     def _backward_step(self, loss: torch.Tensor) -> None:
-        """Backward pass and optimizer step; fp16 on CUDA scales the loss (GradScaler)."""
+        """Backward pass, gradient clipping (``global_clipnorm``) and optimizer step; fp16
+        on CUDA scales the loss (GradScaler)."""
+        clip = getattr(self, "_clipnorm", None)
         if self.scaler is None:
             loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(self._net.parameters(), clip)
             self.optimizer.step()
             return
         self.scaler.scale(loss).backward()
+        if clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self._net.parameters(), clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-
-    def _update_metrics(self, activated: list[torch.Tensor], y: Any) -> None:
-        target = y[0] if isinstance(y, tuple) else y
-        for m in self._metrics:
-            m.update(activated[0].detach(), target)
-
-    def _metric_logs(self, prefix: str = "") -> dict[str, float]:
-        self._dist.sync_metrics(self._metrics)
-        logs = {}
-        for m in self._metrics:
-            value = m.compute()
-            if isinstance(value, torch.Tensor):
-                value = value.item() if value.numel() == 1 else value
-            if isinstance(value, float | int):
-                logs[prefix + m.name] = float(value)
-        return logs
 
     # ----------------------------------------------------------------- fit
 
@@ -399,12 +336,13 @@ class Workflow:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive; received {batch_size}.")
         pin = self.device.type == "cuda"  # Datasets: pinned batches overlap the copy
-        train = make_source(x, y, pin_memory=pin)
+        task = self._task  # what differs between tasks: batches, loss, logs
+        train = task.source(x, y, pin_memory=pin)
         val = None
         if validation_split > 0:
             train, val = train.split(validation_split)
         if validation_data is not None:
-            val = make_source(validation_data, what="validation_data", pin_memory=pin)
+            val = task.source(validation_data, what="validation_data", pin_memory=pin)
         first_x = next(iter(train.batches(2, False)))[0]
         self._prepare(first_x)
         train = self._dist.shard(train)  # torchrun: this rank's share of every epoch
@@ -424,27 +362,21 @@ class Workflow:
             self.epoch_learning_rate = current_lr(self.optimizer)  # before any schedule steps
             order_gen = torch.Generator().manual_seed(self._shuffle_seed + epoch)
             self._net.train()
-            for m in self._metrics:
-                m.reset()
+            task.reset(self)
             total_loss = torch.zeros((), device=self.device)
             seen = 0
             shown = verbose if self._dist.is_main else 0  # torchrun: rank 0 only
             bar = ProgressBar(train.num_batches(batch_size), epoch + 1, epochs, shown)
-            with emit_logits(self._heads):
+            with task.running(self):
                 for step, (xb, yb) in enumerate(
                     train.batches(batch_size, shuffle, order_gen), start=1
                 ):
-                    xb = self._to_input(xb)
-                    yb = _to_device(yb, self.device)
-                    with self.precision.autocast():
-                        out = self._forward(module, xb)
-                    loss, activated = self._loss(out, yb)
+                    loss, n = task.batch_loss(self, module, xb, yb)  # forward, loss, metrics
                     self.optimizer.zero_grad(set_to_none=True)
                     self._backward_step(loss)
-                    n = len(xb)
+                    step_batch(self.scheduler)  # per-iteration schedules (warm-up)
                     total_loss += loss.detach() * n
                     seen += n
-                    self._update_metrics(activated, yb)
                     bar.update(step, n, lambda t=total_loss, s=seen: {"loss": (t / s).item()})
                     callbacks.on_train_batch_end(step)
             train_loss = self._dist.mean(total_loss, seen)  # over all ranks
@@ -453,12 +385,12 @@ class Workflow:
                     f"The loss became {train_loss} in epoch {epoch + 1}; lower the learning rate "
                     "or check the inputs and labels for NaN/inf."
                 )
-            logs = {"loss": train_loss, **self._metric_logs()}
+            logs = {"loss": train_loss, **task.logs(self)}
             if self.scheduler is not None or callbacks.sets_learning_rate:
                 logs["learning_rate"] = self.epoch_learning_rate  # the rate this epoch used
             if val is not None:
                 val_logs = self.evaluate(_source=val, batch_size=batch_size, verbose=0)
-                logs.update({"val_" + k: v for k, v in val_logs.items()})
+                logs.update({"val_" + k: v for k, v in flat_logs(val_logs).items()})
             if self.scheduler is not None:
                 step_scheduler(self.scheduler, logs)  # plateau schedules read logs
             bar.finish(logs)
@@ -481,63 +413,36 @@ class Workflow:
         verbose: int = 0,
         _source: InMemory | Loader | None = None,
     ) -> dict[str, float]:
-        """Loss and metrics on data: ``{'loss': ..., 'accuracy': ...}``."""
+        """Loss and metrics on data: ``{'loss': ..., 'accuracy': ...}``; for a model that
+        computes its own losses ``{'loss': ..., 'bbox': {...}, 'segm': {...}}`` with the
+        COCO figures of :func:`cnnkit.metrics.detection_map` (``map``, ``map_50``, ...)."""
         self._require_compiled()
         src = (
             _source
             if _source is not None
-            else make_source(x, y, pin_memory=self.device.type == "cuda")
+            else self._task.source(x, y, pin_memory=self.device.type == "cuda")
         )
         if self._heads is None:
             self._prepare(next(iter(src.batches(2, False)))[0])
         src = self._dist.shard(src, pad=False)  # torchrun: each sample on one rank
-        self._net.eval()
-        for m in self._metrics:
-            m.reset()
-        total, seen = torch.zeros((), device=self.device), 0
-        with emit_logits(self._heads):
-            for xb, yb in src.batches(batch_size, False):
-                xb = self._to_input(xb)
-                yb = _to_device(yb, self.device)
-                with self.precision.autocast():
-                    out = self._forward(self._eval_module, xb)
-                loss, activated = self._loss(out, yb)
-                total += loss * len(xb)
-                seen += len(xb)
-                self._update_metrics(activated, yb)
-        logs = {"loss": self._dist.mean(total, seen), **self._metric_logs()}
+        logs = self._task.evaluate(self, src, batch_size)
         if verbose and self._dist.is_main:
-            log.info(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+            log.info(" - ".join(f"{k}: {v:.4f}" for k, v in flat_logs(logs).items()))
         return logs
 
     @torch.no_grad()
-    def predict(
-        self, x: Any, batch_size: int = 32, verbose: int = 0
-    ) -> np.ndarray | list[np.ndarray]:
+    def predict(self, x: Any, batch_size: int = 32, verbose: int = 0) -> Any:
         """The model's outputs as float32 NumPy arrays: probabilities for softmax/sigmoid
         heads, computed in fp32 from the logits whatever the precision of the body (so
-        class probabilities sum to 1 within 1e-6), raw outputs otherwise."""
-        src = (
-            make_source(x)
-            if not isinstance(x, torch.Tensor)
-            else InMemory(as_input_tensor(x), None)
-        )
-        first = next(iter(src.batches(2, False)))[0]
+        class probabilities sum to 1 within 1e-6), raw outputs otherwise. A detection
+        model gives one dict per image: ``boxes``, ``labels``, ``scores``, ``masks``
+        (``Tensor[D, H, W]`` bool: the mask probabilities binarised at 0.5)."""
+        src = self._task.predict_source(x)
         if self._compiled and self._heads is None:
-            self._prepare(first)  # the memory format and heads training would use
+            self._prepare(next(iter(src.batches(2, False)))[0])  # memory format, heads
         device = getattr(self, "device", None) or next(self._net.parameters()).device
         precision = getattr(self, "precision", None) or resolve_precision("fp32", device)
-        heads = self.output_heads(first)
-        self._net.eval()
-        chunks: list = []
-        with emit_logits(heads):
-            for xb, _ in src.batches(batch_size, False):
-                with precision.autocast():
-                    out = self._forward(self._net, self._to_input(xb, device))
-                outs = out if isinstance(out, (tuple, list)) else (out,)
-                chunks.append([activated(h, o).cpu() for h, o in zip(heads, outs)])
-        merged = [torch.cat([c[i] for c in chunks]).numpy() for i in range(len(chunks[0]))]
-        return merged[0] if len(merged) == 1 else merged
+        return self._task.predict(self, src, batch_size, device, precision)
 
     def output_heads(self, x_sample: torch.Tensor | None = None) -> list[OutputHead]:
         """How each output is activated (``OutputHead.kind``: 'softmax', 'sigmoid' or None),
@@ -587,9 +492,34 @@ class Model(Workflow, nn.Module):
         return summary(self.module, input_shape=input_shape, print_fn=print_fn)
 
 
-def _to_device(y: Any, device: torch.device) -> Any:
-    if y is None:
-        return None
-    if isinstance(y, tuple):
-        return tuple(t.to(device, non_blocking=True) for t in y)
-    return y.to(device, non_blocking=True)
+def load(
+    directory: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+) -> nn.Module:
+    """``cnnkit.load``: a folder written by ``save`` (or a training checkpoint) as a
+    ``cnnkit.Model`` (or ``cnnkit.Sequential``); see :func:`cnnkit.train.checkpoint.load_module`.
+
+    ``device``: ``'auto'`` (CUDA when present), ``'cpu'``, ``'cuda:N'``. The precision
+    and memory format the model was compiled with are restored from model.json, so it
+    predicts what it predicted before saving; ``precision='fp32'|'bf16'|'fp16'|'auto'``
+    overrides the saved precision.
+
+    A ``.keras`` (or legacy ``.h5``) Keras model file is imported by ``cnnkit.from_keras``.
+    """
+    device = resolve_device(device)
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}; received {precision!r}.")
+    path = Path(directory)
+    if path.suffix in (".keras", ".h5") and path.is_file():  # a saved Keras model
+        from cnnkit.train.keras_import import from_keras
+
+        return from_keras(path, device=device)
+    module, config = load_module(directory, device)
+    model = module if isinstance(module, Workflow) else Model(module)
+    runtime = config.get("runtime") if isinstance(config.get("runtime"), dict) else None
+    restore_runtime(model, runtime, device)
+    if precision is not None:
+        model.precision = resolve_precision(precision, device)
+        model.runtime_choices["precision"] = model.precision.name
+    return model

@@ -30,13 +30,34 @@ def check_learning_rate(learning_rate: Any) -> None:
         )
 
 
+class Named:
+    """An optimizer by name with options for its torch class, e.g. ``Named('sgd',
+    momentum=0.9, weight_decay=1e-4)`` (a recipe's ``optimizer: {name: sgd, args: ...}``);
+    ``compile``'s ``learning_rate`` applies as for a plain name."""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        self.name, self.options = name, options
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"Named({self.name!r}{', ' if args else ''}{args})"
+
+
+#: the torch classes of the names whose options pass straight through
+_PLAIN = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
+
+
 def make_optimizer(
     spec: Any, params, lr: float | None, fused: bool = True
 ) -> torch.optim.Optimizer:
-    """``'adam'``, ``'adamw'``, ``'sgd'``, ``'rmsprop'`` (``lr=None``: Keras' default), an
-    optimizer instance, or a callable ``params -> optimizer``."""
+    """``'adam'``, ``'adamw'``, ``'sgd'``, ``'rmsprop'`` (``lr=None``: Keras' default), a
+    :class:`Named` one with options, an optimizer instance, or a callable ``params ->
+    optimizer``."""
     if isinstance(spec, torch.optim.Optimizer):
         return spec
+    options: dict[str, Any] = {}
+    if isinstance(spec, Named):
+        spec, options = spec.name, dict(spec.options)
     if callable(spec) and not isinstance(spec, str):
         return spec(params)
     name = str(spec).lower()
@@ -48,7 +69,14 @@ def make_optimizer(
     params = list(params)
     lr = DEFAULT_LEARNING_RATES[name] if lr is None else lr  # 0.0 stays 0.0
     if name in ("adam", "adamw"):  # fast path: fused=True where supported, else foreach
+        if options:
+            raise ConfigError(
+                f"options {sorted(options)} are taken by 'sgd' and 'rmsprop'; for {name} pass "
+                "a callable params -> torch.optim optimizer."
+            )
         return make_adam(params, lr, weight_decay_decoupled=name == "adamw", fused=fused)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.0, foreach=True)
-    return torch.optim.RMSprop(params, lr=lr, foreach=True)
+    options = {"momentum": 0.0, **options} if name == "sgd" else options
+    try:
+        return _PLAIN[name](params, lr=lr, foreach=True, **options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"optimizer {name!r} with options {options}: {err}") from None

@@ -175,6 +175,101 @@ def reduce_on_plateau(
     )
 
 
+class WarmupStepDecay:
+    """The detection schedule (Goyal et al. 2017; He et al. 2017): the learning rate times
+    ``gamma`` for each epoch boundary passed, times a linear warm-up from
+    ``warmup_factor`` to 1 over the first ``warmup_iters`` iterations (batches).
+
+    ``fit`` calls :meth:`step_batch` after every batch and :meth:`step` after every epoch;
+    ``state_dict`` (iteration, epoch, base rates) is what a resumed run continues from.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        boundaries: Sequence[int] = (),
+        gamma: float = 0.1,
+        warmup_iters: int = 0,
+        warmup_factor: float = 0.001,
+    ) -> None:
+        self.optimizer = optimizer
+        self.boundaries = sorted(int(b) for b in boundaries)
+        self.gamma, self.warmup_iters, self.warmup_factor = gamma, warmup_iters, warmup_factor
+        self.base_lrs = [float(g.setdefault("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        self.last_epoch, self.iteration = 0, 0
+        self._apply()
+
+    def factor(self) -> float:
+        """The multiplier of the base rates for the next iteration."""
+        decay = self.gamma ** sum(self.last_epoch >= b for b in self.boundaries)
+        if not self.warmup_iters:
+            return decay
+        f = self.warmup_factor
+        return decay * min(1.0, f + (1 - f) * self.iteration / self.warmup_iters)
+
+    def _apply(self) -> None:
+        factor = self.factor()
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def step_batch(self) -> None:
+        self.iteration += 1
+        self._apply()
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "last_epoch": self.last_epoch,
+            "iteration": self.iteration,
+            "base_lrs": list(self.base_lrs),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last_epoch, self.iteration = int(state["last_epoch"]), int(state["iteration"])
+        self.base_lrs = [float(v) for v in state["base_lrs"]]
+        self._apply()
+
+
+def warmup_step_decay(
+    boundaries: Sequence[int] = (),
+    gamma: float = 0.1,
+    warmup_iters: int = 100,
+    warmup_factor: float = 0.001,
+) -> Schedule:
+    """Mask R-CNN's schedule: a linear warm-up over the first ``warmup_iters`` batches
+    from ``warmup_factor`` times the learning rate, and a step decay by ``gamma`` at the
+    given epochs (``compile(optimizer='sgd', learning_rate=0.02,
+    lr_schedule=warmup_step_decay([9], warmup_iters=100))``)."""
+    _positive("warmup_step_decay gamma", gamma)
+    _positive("warmup_step_decay warmup_iters", warmup_iters, integer=True, allow_zero=True)
+    _positive("warmup_step_decay warmup_factor", warmup_factor)
+    epochs = [boundaries] if isinstance(boundaries, int) else list(boundaries)
+    if any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in epochs) or (
+        epochs != sorted(set(epochs))
+    ):
+        raise ConfigError(
+            "warmup_step_decay boundaries must be strictly increasing positive epoch numbers; "
+            f"received {boundaries!r}."
+        )
+    return Schedule(
+        f"warmup_step_decay({epochs}, gamma={gamma}, warmup_iters={warmup_iters})",
+        lambda opt: WarmupStepDecay(opt, epochs, gamma, warmup_iters, warmup_factor),
+    )
+
+
+def step_batch(scheduler: Any) -> None:
+    """After a batch: advance a per-iteration schedule (one with ``step_batch``)."""
+    step = getattr(scheduler, "step_batch", None)
+    if step is not None:
+        step()
+
+
 def step_scheduler(scheduler: Any, logs: dict[str, float]) -> None:
     """One end-of-epoch step: plateau schedulers get the monitored value from ``logs``."""
     if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
