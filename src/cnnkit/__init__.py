@@ -16,7 +16,7 @@ _LAZY = {
     "Sequential": "cnnkit.train.sequential",
     "Model": "cnnkit.train.model",
     "History": "cnnkit.train.model",
-    "load": "cnnkit.train.model",
+    "load": "cnnkit.train.loading",
     "from_keras": "cnnkit.train.keras_import",
     "seed_everything": "cnnkit.train.seed",
     "summary": "cnnkit.layers.summary",

@@ -286,3 +286,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             raise CnnkitError("no class activation map could be drawn (see the warnings above).")
     return 0
+
+
+# ------------------------------------------------------------------------ export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cnnkit.cli.training import check_task, load_run
+
+    if args.format != "onnx":
+        raise ConfigError(f"--format {args.format!r} is not supported; expected onnx.")
+    try:
+        from cnnkit.train.export import export_onnx
+    except ImportError:
+        raise CnnkitError(
+            "ONNX export is not available in this cnnkit (cnnkit.train.export is missing)."
+        ) from None
+    model, config = load_run(args.run)
+    check_task(config, ("classification", "segmentation", "localization"), "cnnkit export")
+    shape = tuple(config.get("run", {}).get("input_shape") or ())
+    out = Path(args.out) if args.out else Path(args.run) / "model.onnx"
+    if out.exists() and not args.overwrite:
+        raise CnnkitError(f"{out} exists; pass --overwrite or another --out.")
+    path = export_onnx(model.module, out, input_shape=shape)
+    print(f"ONNX model -> {path or out}")
+    return 0

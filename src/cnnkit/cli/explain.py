@@ -4,20 +4,14 @@ HTML page of an operation, a registered model or a trained run (``--html PAGE.ht
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 from cnnkit._core.errors import ConfigError, did_you_mean
 from cnnkit.report.html import MODEL_PAGE  # the page `cnnkit train` writes next to report.html
 
 log = logging.getLogger("cnnkit.cli")
-
-
-#: test inputs searched for misclassified examples on a run page
-RUN_EXAMPLES = 256
 
 
 def _ints(what: list[str], raw: list[str]) -> tuple[int | None, int | None]:
@@ -130,24 +124,6 @@ def _explain_network(args: argparse.Namespace, target: str) -> int:
     return 0
 
 
-def _run_examples(run: Path, data: Any, report: bool) -> Any:
-    from cnnkit.report.explain_model import RunExamples
-
-    confusion = None
-    metrics_path = run / "metrics.json"
-    if metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-            cm = metrics.get("confusion_matrix") if isinstance(metrics, dict) else None
-            if isinstance(cm, list) and all(isinstance(r, list) for r in cm):
-                confusion = [[int(v) for v in r] for r in cm]
-        except (OSError, ValueError, TypeError) as err:
-            log.warning("metrics.json could not be read: %s", err)
-    report = "report.html" if report or (run / "report.html").is_file() else None
-    y = data.y_test[:RUN_EXAMPLES] if hasattr(data.y_test, "__getitem__") else None
-    return RunExamples(data.x_test[:RUN_EXAMPLES], y, data.classes, confusion, report)
-
-
 def write_run_page(
     run: str | os.PathLike, out: str | os.PathLike | None = None, *, data_dir: str | None = None
 ) -> Path:
@@ -163,28 +139,6 @@ def write_run_page(
         config["dataset"]["name"], config["dataset"]["args"],
         data_dir if data_dir is not None else options.get("data_dir"), options.get("limit"),
     )  # fmt: skip
-    return _write(run, Path(out) if out else run / MODEL_PAGE, model, config, data)
+    from cnnkit.cli.run_pages import write_run_model_page
 
-
-def _write(
-    run: Path, out: Path, model: Any, config: dict[str, Any], data: Any, report: bool = False
-) -> Path:
-    from cnnkit.report.explain_model import write_model_page
-
-    examples = _run_examples(run, data, report)
-    if examples.report and out.resolve().parent != run.resolve():
-        examples.report = os.path.relpath(run / "report.html", out.resolve().parent)
-    shape = tuple(config.get("run", {}).get("input_shape") or data.input_shape)
-    return write_model_page(out, model, shape, title=f"cnnkit run {config.get('name', run.name)}",
-                            run=examples)  # fmt: skip
-
-
-def write_page_after_training(run: Path, model: Any, config: dict[str, Any], data: Any) -> None:
-    """``cnnkit train``: write ``model.html`` next to ``report.html`` (classification
-    runs); a failure is logged, never raised."""
-    if config.get("task") != "classification":
-        return
-    try:
-        _write(run, run / MODEL_PAGE, model, config, data, report=True)
-    except Exception as err:  # noqa: BLE001 - a page must never fail a finished training
-        log.warning("%s could not be written: %s: %s", MODEL_PAGE, type(err).__name__, err)
+    return write_run_model_page(run, Path(out) if out else run / MODEL_PAGE, model, config, data)

@@ -125,7 +125,7 @@ def _add_run_commands(sub) -> None:
     p.add_argument("--format", default="onnx", help="onnx")
     p.add_argument("--out", default=None, help="output file (default RUN/model.onnx)")
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(fn=tools.cmd_export)
+    p.set_defaults(fn=commands.cmd_export)
 
 
 def _add_tools(sub) -> None:

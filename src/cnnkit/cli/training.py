@@ -230,7 +230,7 @@ def train(
     run_folder.write_json(run / "environment.json", run_folder.environment(model))
     run_folder.write_summary(run, model.module, data.input_shape)
     make_plots(run, config, model, data, history, metrics)
-    from cnnkit.cli.explain import write_page_after_training
+    from cnnkit.cli.run_pages import write_page_after_training
 
     write_page_after_training(run, model, config, data)  # model.html, linked from report.html
     run_folder.write_report(run, title=f"cnnkit run {config['name']}")
@@ -242,7 +242,7 @@ def load_run(run: str | Path, device: str = "auto", precision: str | None = None
 
     The model runs with the precision it was trained with (model.json) unless
     ``precision`` is given."""
-    from cnnkit.train.model import load
+    from cnnkit.train.loading import load
 
     config = run_folder.read_config(run)
     if not (Path(run) / "model.json").is_file():

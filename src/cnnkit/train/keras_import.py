@@ -37,6 +37,7 @@ from cnnkit.layers.sequential import Sequential
 from cnnkit.train.keras_convert import CONVERTERS, ELEMENTWISE, KerasLayerError, convert
 from cnnkit.train.keras_file import read_keras_file
 from cnnkit.train.model import Model
+from cnnkit.train.precision import resolve_device
 
 __all__ = ["from_keras"]
 
@@ -274,7 +275,7 @@ def from_keras(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
         net = _build(kfile)
     finally:
         kfile.close()
-    model = Model(net.to(device))
+    model = Model(net.to(resolve_device(device)))  # 'auto': CUDA when present
     model.eval()
     return model
 

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -497,24 +496,18 @@ def load(
     device: str | torch.device = "cpu",
     precision: str | None = None,
 ) -> nn.Module:
-    """``cnnkit.load``: a folder written by ``save`` (or a training checkpoint) as a
+    """A folder written by ``save`` (or a training checkpoint) as a
     ``cnnkit.Model`` (or ``cnnkit.Sequential``); see :func:`cnnkit.train.checkpoint.load_module`.
 
     ``device``: ``'auto'`` (CUDA when present), ``'cpu'``, ``'cuda:N'``. The precision
     and memory format the model was compiled with are restored from model.json, so it
     predicts what it predicted before saving; ``precision='fp32'|'bf16'|'fp16'|'auto'``
-    overrides the saved precision.
-
-    A ``.keras`` (or legacy ``.h5``) Keras model file is imported by ``cnnkit.from_keras``.
+    overrides the saved precision. ``cnnkit.load`` (:func:`cnnkit.train.loading.load`)
+    also imports saved Keras models.
     """
     device = resolve_device(device)
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}; received {precision!r}.")
-    path = Path(directory)
-    if path.suffix in (".keras", ".h5") and path.is_file():  # a saved Keras model
-        from cnnkit.train.keras_import import from_keras
-
-        return from_keras(path, device=device)
     module, config = load_module(directory, device)
     model = module if isinstance(module, Workflow) else Model(module)
     runtime = config.get("runtime") if isinstance(config.get("runtime"), dict) else None
