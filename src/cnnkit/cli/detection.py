@@ -35,10 +35,12 @@ def _write_history(path: Path, history: dict[str, list[float]]) -> None:
 def train_instances(
     config: dict[str, Any], run: Path, argv: list[str], data: TaskData, *, resume: bool,
     device: str, data_dir: str | None, limit: int | None, verbose: int,
+    resume_hint: str | None = None, checkpoint_every: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train a Mask R-CNN recipe into ``run``; returns the metrics written. ``resume``
-    continues from ``run/checkpoints/last`` (written after every epoch); a run whose
-    epochs are all done only has its final files written again."""
+    """Train a Mask R-CNN recipe into ``run`` (created once the model is built); returns
+    the metrics written. ``resume`` continues from ``run/checkpoints/last`` (written
+    after every epoch, every ``checkpoint_every`` iterations and on SIGTERM/SIGINT); a
+    run whose epochs are all done only has its final files written again."""
     from cnnkit.models import create
     from cnnkit.train.checkpoint import save_model
     from cnnkit.train.detection import evaluate_detection, fit_detection
@@ -47,12 +49,13 @@ def train_instances(
     kwargs.setdefault("num_classes", len(data.classes or []) - 1)  # classes[0] = background
     kwargs.setdefault("in_channels", data.input_shape[0])
     model = create(config["model"]["name"], **kwargs)
+    run.mkdir(parents=True, exist_ok=True)
     record = dict(config)
     record["run"] = {
         "data_dir": data_dir, "limit": limit, "device": device,
         "input_shape": list(data.input_shape), "classes": data.classes, "model_kwargs": kwargs,
     }  # fmt: skip
-    if resume:  # the original command stays; the resuming ones are appended
+    if (run / run_folder.CONFIG).is_file():  # the original command stays, relaunches append
         saved = run_folder.read_config(run)
         record["resumed_with"] = [*saved.get("resumed_with", []), " ".join(["cnnkit", *argv])]
         argv = saved.get("command", "cnnkit").split()[1:]
@@ -66,9 +69,11 @@ def train_instances(
         lr=config["compile"].get("learning_rate") or 0.02, log_fn=say,
         seed=int(config["seed"]), device=None if device == "auto" else device,
         checkpoint_dir=checkpoints, resume_from=checkpoints if resume else None,
+        checkpoint_every=checkpoint_every, resume_hint=resume_hint,
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    save_model(model, run, overwrite=resume)
+    (run / "report.html").unlink(missing_ok=True)  # written last: marks a finished run
+    save_model(model, run, overwrite=True)
     _write_history(run / run_folder.HISTORY, history)  # all epochs, those resumed from too
     test = _flat(evaluate_detection(model, data.x_test, data.y_test))
     metrics = {

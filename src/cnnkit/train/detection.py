@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 
@@ -26,6 +27,7 @@ from cnnkit._core.errors import ConfigError, check_choice
 from cnnkit.metrics import detection_map
 from cnnkit.train import detection_state as state
 from cnnkit.train.seed import seed_everything
+from cnnkit.train.signals import Preempted, StopSignals
 
 __all__ = ["evaluate_detection", "fit_detection", "predict_detection"]
 
@@ -77,6 +79,8 @@ def fit_detection(
     device: str | torch.device | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume_from: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume_hint: str | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` by SGD on ``images`` (list of ``Tensor[C, H, W]`` or a batch tensor)
     and ``targets`` (dicts with ``boxes``, ``labels``, ``masks``).
@@ -104,7 +108,14 @@ def fit_detection(
             the weights and history of an uninterrupted one (on the CPU; ``time`` counts on
             from the saved value). A damaged last checkpoint is refused with a warning
             naming the file and the previous one used; both damaged raise a
-            :class:`CnnkitError`. With ``epochs`` already done, nothing is trained.
+            :class:`CnnkitError`. With ``epochs`` already done, nothing is trained; a
+            folder without a checkpoint yet starts the run. A mid-epoch checkpoint
+            continues inside the epoch (same order, flips and running sums).
+        checkpoint_every: also write ``last/`` every that many iterations (mid-epoch).
+        resume_hint: how to continue, for the line logged when a SIGTERM/SIGINT stops the
+            run: it finishes the current iteration, writes ``last/`` (with
+            ``checkpoint_dir``) and raises :class:`cnnkit.train.signals.Preempted`
+            (exit status 143 / 130).
 
     Returns:
         history: ``{name: [value per epoch]}`` with ``loss`` (the sum), each named loss,
@@ -130,9 +141,9 @@ def fit_detection(
     run_settings = {"images": n, "batch_size": batch_size, "seed": seed}  # kept with checkpoints
     history: dict[str, list[float]] = {}
     say = log_fn or log.info
-    first, offset = 0, 0.0
+    first, offset, position = 0, 0.0, None
     if resume_from is not None:  # weights, SGD, warm-up position, generator, RNGs, history
-        first, history = state.restore(resume_from, model, opt, schedule)
+        first, history, position = state.restore(resume_from, model, opt, schedule)
         state.warn_if_changed(resume_from, run_settings)
         offset = history["time"][-1] if history.get("time") else 0.0
         if first >= epochs:
@@ -140,59 +151,89 @@ def fit_detection(
                 "%s already holds %d of %d epochs; nothing to train", resume_from, first, epochs
             )
     start = time.perf_counter()
-    for epoch in range(first, epochs):
-        model.train()
-        base_lr = schedule.base_lr(epoch)
-        sums: dict[str, float] = {}
-        batches = 0
-        order = torch.randperm(n, generator=gen).tolist()
-        for b in range(0, n, batch_size):
-            idx = order[b : b + batch_size]
-            imgs = [images[i] for i in idx]
-            tgts = [targets[i] for i in idx]
-            if hflip:
-                flips = torch.rand(len(idx), generator=gen) < 0.5
-                pairs = [_hflip(x, t) if f else (x, t) for x, t, f in zip(imgs, tgts, flips)]
-                imgs, tgts = [p[0] for p in pairs], [p[1] for p in pairs]
-            imgs = [x.to(device) for x in imgs]
-            tgts = [_to(t, device) for t in tgts]
-            for group in opt.param_groups:
-                group["lr"] = schedule.current_lr(epoch)
-            losses = model(imgs, tgts)
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                raise FloatingPointError(
-                    f"non-finite loss at epoch {epoch + 1}, iteration {schedule.iteration}: "
-                    f"{ {k: float(v) for k, v in losses.items()} }; lower lr (now {base_lr})."
-                )
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-            opt.step()
-            schedule.iteration += 1
-            batches += 1
-            for k, v in {"loss": total, **losses}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-        logs = {k: v / batches for k, v in sums.items()}
-        logs["lr"] = base_lr
-        if val is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
-            scores = evaluate_detection(model, *val, batch_size=batch_size)
-            for iou_type, res in scores.items():
-                for key in ("map", "map_50", "map_75"):
-                    logs[f"val_{iou_type}_{key}"] = float(res[key])
-        logs["time"] = offset + time.perf_counter() - start
-        for k in set(history) | set(logs):
-            history.setdefault(k, [math.nan] * epoch).append(logs.get(k, math.nan))
-        say(
-            f"epoch {epoch + 1}/{epochs} "
-            + " ".join(f"{k}={v:.4g}" for k, v in logs.items() if not math.isnan(v))
-        )
-        for cb in callbacks:
-            cb(epoch, logs)
-        if folder is not None:  # after the callbacks: the RNG states they leave are saved
-            state.save(folder, model, opt, schedule, epoch, history, run_settings)
+    with StopSignals() as stop:
+        for epoch in range(first, epochs):
+            model.train()
+            base_lr = schedule.base_lr(epoch)
+            sums: dict[str, float] = {}
+            batches = 0
+            if position and position.get("epoch") == epoch and position.get("step"):
+                order, batches = position["order"], int(position["step"])  # mid-epoch
+                sums = {k: float(v) for k, v in position["sums"].items()}
+            else:
+                order = torch.randperm(n, generator=gen).tolist()
+            position = None
+            for b in range(batches * batch_size, n, batch_size):
+                idx = order[b : b + batch_size]
+                imgs = [images[i] for i in idx]
+                tgts = [targets[i] for i in idx]
+                if hflip:
+                    flips = torch.rand(len(idx), generator=gen) < 0.5
+                    pairs = [_hflip(x, t) if f else (x, t) for x, t, f in zip(imgs, tgts, flips)]
+                    imgs, tgts = [p[0] for p in pairs], [p[1] for p in pairs]
+                imgs = [x.to(device) for x in imgs]
+                tgts = [_to(t, device) for t in tgts]
+                for group in opt.param_groups:
+                    group["lr"] = schedule.current_lr(epoch)
+                losses = model(imgs, tgts)
+                total = sum(losses.values())
+                if not torch.isfinite(total):
+                    raise FloatingPointError(
+                        f"non-finite loss at epoch {epoch + 1}, iteration {schedule.iteration}: "
+                        f"{ {k: float(v) for k, v in losses.items()} }; lower lr (now {base_lr})."
+                    )
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                if clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+                opt.step()
+                schedule.iteration += 1
+                batches += 1
+                for k, v in {"loss": total, **losses}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                stopping = stop.should_stop()
+                due = checkpoint_every and schedule.iteration % checkpoint_every == 0
+                if folder is not None and (stopping or (due and b + batch_size < n)):
+                    where = {"epoch": epoch, "step": batches, "order": order, "sums": sums}
+                    state.save(folder, model, opt, schedule, epoch - 1, history, run_settings,
+                               position=where)  # fmt: skip
+                if stopping:
+                    raise _preempted(stop, folder, checkpoint_dir, epoch, batches, resume_hint)
+            logs = {k: v / batches for k, v in sums.items()}
+            logs["lr"] = base_lr
+            if val is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == epochs):
+                scores = evaluate_detection(model, *val, batch_size=batch_size)
+                for iou_type, res in scores.items():
+                    for key in ("map", "map_50", "map_75"):
+                        logs[f"val_{iou_type}_{key}"] = float(res[key])
+            logs["time"] = offset + time.perf_counter() - start
+            for k in set(history) | set(logs):
+                history.setdefault(k, [math.nan] * epoch).append(logs.get(k, math.nan))
+            say(
+                f"epoch {epoch + 1}/{epochs} "
+                + " ".join(f"{k}={v:.4g}" for k, v in logs.items() if not math.isnan(v))
+            )
+            for cb in callbacks:
+                cb(epoch, logs)
+            if folder is not None:  # after the callbacks: the RNG states they leave are saved
+                state.save(folder, model, opt, schedule, epoch, history, run_settings,
+                           position={"epoch": epoch + 1, "step": 0})  # fmt: skip
+            if stop.should_stop():
+                raise _preempted(stop, folder, checkpoint_dir, epoch + 1, 0, resume_hint)
     return history
+
+
+def _preempted(stop, folder, checkpoint_dir, epoch, step, hint) -> Preempted:
+    """The exception (and the one logged line) that ends a stopped :func:`fit_detection`."""
+    name = signal.Signals(stop.signum).name
+    where = f"epoch {epoch + 1}, iteration {step}" if step else f"the end of epoch {epoch}"
+    if folder is None:
+        text = f"stopped by {name} at {where}; no checkpoint_dir, nothing was saved"
+    else:
+        how = hint or f"fit_detection(..., resume_from={str(checkpoint_dir)!r})"
+        text = f"stopped by {name} at {where}; checkpoint in {checkpoint_dir}; resume with {how}"
+    log.warning(text)
+    return Preempted(stop.signum, text, checkpoint_dir if folder else None, epoch, step)
 
 
 @torch.no_grad()

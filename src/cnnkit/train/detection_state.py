@@ -110,11 +110,19 @@ def save(
     epoch: int,
     history: dict[str, list[float]],
     extra: dict[str, Any] | None = None,
+    position: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the state after ``epoch`` (0-based) into ``folder``, keeping the one before."""
+    """Write the state after ``epoch`` (0-based) into ``folder``, keeping the one before;
+    ``position``: where inside the next epoch (its order, iterations done, loss sums)."""
     hist = SimpleNamespace(history=history, epoch=list(range(epoch + 1)))
     return save_training_state(
-        folder, _workflow(model, optimizer, schedule), epoch, hist, overwrite=True, extra=extra
+        folder,
+        _workflow(model, optimizer, schedule),
+        epoch,
+        hist,
+        overwrite=True,
+        extra=extra,
+        position=position,
     )
 
 
@@ -123,13 +131,16 @@ def restore(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     schedule: DetectionSchedule,
-) -> tuple[int, dict[str, list[float]]]:
+) -> tuple[int, dict[str, list[float]], dict[str, Any] | None]:
     """Load the last good checkpoint under ``path`` (``checkpoint_dir`` or its ``last/``;
     the previous one if the last is damaged) into ``model``, ``optimizer``, ``schedule`` and
-    the global RNGs; returns the epoch to continue from and the history so far."""
+    the global RNGs; returns the epoch to continue from, the history so far and the
+    mid-epoch position (None at an epoch's end). Without a checkpoint yet: ``(0, {}, None)``."""
     hist = SimpleNamespace(history={}, epoch=[])
-    start = resume_training(_workflow(model, optimizer, schedule), path, hist)
-    return start, {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+    workflow = _workflow(model, optimizer, schedule)
+    start = resume_training(workflow, path, hist)
+    history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+    return start or 0, history, workflow._resume_position
 
 
 def warn_if_changed(path: str | os.PathLike, now: dict[str, Any]) -> None:

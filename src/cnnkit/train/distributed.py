@@ -432,10 +432,17 @@ class ShardedSource:
             order = list(range(self.n))
         return shard_positions(order, self.ctx.rank, self.ctx.world_size, self.pad)
 
+    #: ``batches(..., start=k)`` begins at batch ``k`` (a mid-epoch resume)
+    starts_anywhere = True
+
     def batches(
-        self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+        self,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        start: int = 0,
     ) -> Iterator[tuple]:
-        pos = self.positions(shuffle, generator)
+        pos = self.positions(shuffle, generator)[start * self._batch_size(batch_size) :]
         src = self.source
         if isinstance(src, InMemory):
             idx = torch.tensor(pos, dtype=torch.long)
