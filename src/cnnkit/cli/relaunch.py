@@ -120,7 +120,8 @@ def differences(saved: dict[str, Any], new: dict[str, Any], options: dict[str, A
     b = _flat({k: v for k, v in new.items() if k not in IGNORED})
     saved_run = saved.get("run") or {}
     for key in RUN_OPTIONS:
-        a[f"run.{key}"], b[f"run.{key}"] = saved_run.get(key), options.get(key)
+        if key in saved_run:  # instance runs record no precision
+            a[f"run.{key}"], b[f"run.{key}"] = saved_run[key], options.get(key)
     out = []
     for key in sorted(set(a) | set(b)):
         if key == "fit.epochs" and isinstance(b.get(key), int) and b[key] >= (a.get(key) or 0):
