@@ -257,3 +257,49 @@ def test_resuming_with_other_settings_warns_with_the_values(tmp_path, caplog):
     assert len(msgs) == 1
     assert "images: 6 -> 4" in msgs[0] and "seed: 5 -> 6" in msgs[0]
     assert "batch_size" not in msgs[0]
+
+
+# ------------------------------------------------------------------------ SIGTERM, mid-epoch
+
+SIGNALLED = KILLED.replace(
+    "os.kill(os.getpid(), signal.SIGKILL)", "os.kill(os.getpid(), signal.SIGTERM)"
+)
+
+
+def test_sigterm_saves_mid_epoch_exits_143_and_resumes_identically(reference, tmp_path):
+    ref_state, ref_history = reference
+    ckpt = tmp_path / "ckpt"
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    fit = json.dumps({k: v for k, v in FIT.items() if k != "log_fn"})
+    proc = subprocess.run([sys.executable, "-c", SIGNALLED, str(ckpt), fit], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "stopped by SIGTERM at epoch 2, iteration 2" in proc.stderr
+    training = json.loads((ckpt / "last" / "model.json").read_text())["training"]
+    assert training["epoch"] == 0 and training["position"]["step"] == 2  # the 5th iteration
+    model, history = _resume(ckpt)
+    _assert_same_state(model, ref_state)
+    _same_history(history, ref_history)
+
+
+def test_checkpoint_every_resumes_inside_the_epoch(reference, tmp_path):
+    ref_state, ref_history = reference
+    x, y = _data()
+    model = _model(0)
+    calls, forward = [0], model.forward
+
+    def crashing_forward(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 6:  # the 3rd iteration of epoch 2; the last save was after the 4th
+            raise Stop
+        return forward(*args, **kwargs)
+
+    model.forward = crashing_forward
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Stop):
+        fit_detection(model, x, y, checkpoint_dir=ckpt, checkpoint_every=2, **FIT)
+    position = json.loads((ckpt / "last" / "model.json").read_text())["training"]["position"]
+    assert position["epoch"] == 1 and position["step"] == 1
+    model, history = _resume(ckpt)
+    _assert_same_state(model, ref_state)
+    _same_history(history, ref_history)

@@ -117,6 +117,7 @@ def two_hosts():
         yield names, links
     finally:
         for ns in made:  # removing a namespace removes its end of the veth pair, and the pair
+            _kill_all_in(ns)
             _sh("ip", "netns", "del", ns)
 
 
@@ -133,9 +134,26 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _two_nodes(names, links, script, outs, batch, kill_at, port, timeout=240):
-    procs = []
+def _kill_all_in(ns: str) -> None:
+    """SIGKILL every process in the namespace (torchrun's workers have their own group)."""
+    res = _sh("ip", "netns", "pids", ns)
+    for pid in res.stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+#: gloo's connect between two workers that both just restarted can fail on a busy machine
+#: (a launcher race, no cnnkit failure); such a run is started once more
+GLOO_RACE = "connectFullMesh failed"
+
+
+def _two_nodes(names, links, script, outs, batch, kill_at, port, timeout=300):
+    """torchrun in both namespaces; returns (exit statuses, outputs)."""
+    procs, logs = [], []
     for i in range(2):
+        outs[i].mkdir(exist_ok=True)
         cmd = ["ip", "netns", "exec", names[i], "env", f"GLOO_SOCKET_IFNAME={links[i]}",
                sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
                "--nproc-per-node", "1", "--rdzv-backend", "c10d",
@@ -143,29 +161,39 @@ def _two_nodes(names, links, script, outs, batch, kill_at, port, timeout=240):
                "--rdzv-conf", f"is_host={int(i == 0)}", "--local-addr", ADDRS[i],
                "--max-restarts", "1", "--monitor-interval", "0.5",
                str(script), str(outs[i]), str(batch), str(kill_at[i])]  # fmt: skip
-        procs.append(subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+        log = open(outs[i] / "torchrun.log", "wb")  # noqa: SIM115 - closed below
+        logs.append(log)
+        procs.append(subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT))
     deadline = time.monotonic() + timeout
-    outputs = []
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                with_kill(q)
-            out, _ = p.communicate()
-            pytest.fail(f"torchrun hung:\n{out.decode(errors='replace')[-3000:]}")
-        outputs.append(out.decode(errors="replace"))
-    for p, out in zip(procs, outputs):
-        assert p.returncode == 0, out[-4000:]
-    return outputs
-
-
-def with_kill(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):  # one node failed: the other
+                deadline = min(deadline, time.monotonic() + 20)  # gets 20 s, then is stopped
+            time.sleep(0.2)
+    finally:
+        for ns in names:
+            if any(p.poll() is None for p in procs):
+                _kill_all_in(ns)
+        for p in procs:
+            p.wait()
+        for log in logs:
+            log.close()
+    outputs = [(d / "torchrun.log").read_text(errors="replace") for d in outs]
+    return [p.returncode for p in procs], outputs
+
+
+def _run_nodes(names, links, script, outs, batch, kill_at):
+    """:func:`_two_nodes`, started once more after a gloo connect race; returns the
+    outputs and the number of attempts."""
+    for attempt in (1, 2):
+        codes, outputs = _two_nodes(names, links, script, outs, batch, kill_at, _free_port())
+        if codes == [0, 0]:
+            return outputs, attempt
+        if attempt == 2 or not any(GLOO_RACE in out for out in outputs):
+            pytest.fail(f"torchrun failed ({codes}):\n" + "\n".join(o[-3000:] for o in outputs))
+        for d in outs:
+            shutil.rmtree(d)
+    raise AssertionError("unreachable")
 
 
 def _final(folder: Path) -> dict[str, torch.Tensor]:
@@ -181,9 +209,7 @@ def test_two_namespaces_train_like_one_process_and_survive_a_killed_worker(two_h
     script.write_text(SCRIPT)
     start = time.perf_counter()
     clean = [tmp_path / "clean0", tmp_path / "clean1"]
-    for d in clean:
-        d.mkdir()
-    _two_nodes(names, links, script, clean, 8, (-1, -1), _free_port())
+    _, tries = _run_nodes(names, links, script, clean, 8, (-1, -1))
     t_clean = time.perf_counter() - start
     a, b = _final(clean[0]), _final(clean[1])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -198,10 +224,9 @@ def test_two_namespaces_train_like_one_process_and_survive_a_killed_worker(two_h
         torch.testing.assert_close(a[k], one[k], atol=1e-5, rtol=1e-5, msg=k)
     # node 1's worker is SIGKILLed after global step 5 (checkpoints every 2 steps)
     killed = [tmp_path / "killed0", tmp_path / "killed1"]
-    for d in killed:
-        d.mkdir()
     mid = time.perf_counter()
-    outputs = _two_nodes(names, links, script, killed, 8, (-1, 5), _free_port())
+    outputs, more = _run_nodes(names, links, script, killed, 8, (-1, 5))
+    tries += more
     t_killed = time.perf_counter() - mid
     joined = "\n".join(outputs)
     assert "exitcode: -9" in joined, joined[-3000:]  # the kill happened, then the restart
@@ -210,4 +235,4 @@ def test_two_namespaces_train_like_one_process_and_survive_a_killed_worker(two_h
         got = _final(d)
         assert all(torch.equal(got[k], a[k]) for k in a)  # bit-identical to the clean run
     print(f"\ntwo namespaces: clean run {t_clean:.1f} s, killed + restarted {t_killed:.1f} s, "
-          f"whole test {time.perf_counter() - start:.1f} s")  # fmt: skip
+          f"whole test {time.perf_counter() - start:.1f} s ({tries} torchrun pairs)")  # fmt: skip
