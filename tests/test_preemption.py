@@ -256,6 +256,42 @@ def test_mid_epoch_resume_with_save_freq_is_bit_identical(tmp_path, crash):
     assert hist.history == ref_hist.history  # loss sums and metric states were saved too
 
 
+@pytest.mark.parametrize("kind", ["Dataset", "DataLoader"])
+def test_mid_epoch_resume_of_datasets_and_dataloaders_is_bit_identical(tmp_path, kind):
+    """A Dataset gets fit's seeded order; a user's shuffling DataLoader draws its order
+    (and seeds) from the global RNG when it starts: both resume identically."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(80, 1, 8, 8, generator=gen)
+    y = (x.sum((1, 2, 3)) > 0).long()
+
+    def run(folder, crash=None):
+        torch.manual_seed(0)
+        model = cnnkit.Sequential([Conv2D(4, 3, activation="relu"), Flatten(), Dropout(0.3),
+                                   Dense(2, activation="softmax")], input_shape=(1, 8, 8))  # fmt: skip
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"], device="cpu", precision="fp32")  # fmt: skip
+        data = TensorDataset(x, y)
+        if kind == "DataLoader":
+            data = DataLoader(data, batch_size=16, shuffle=True)
+        cbs = ([CrashAt(crash)] if crash else []) + [ModelCheckpoint(folder, save_freq=3)]
+        torch.manual_seed(1)
+        try:
+            return model.fit(data, batch_size=16, epochs=3, verbose=0, callbacks=cbs,
+                             resume_from=folder), model  # fmt: skip
+        except Crash:
+            return None, None
+
+    ref_hist, ref = run(tmp_path / "ref")
+    assert run(tmp_path / "ck", crash=8) == (None, None)  # saved after step 6: epoch 2, step 1
+    assert read_checkpoint_info(tmp_path / "ck" / "last")["position"]["step"] == 1
+    hist, model = run(tmp_path / "ck")
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(),
+                                                 model.state_dict().values()))  # fmt: skip
+    assert hist.history == ref_hist.history
+
+
 def test_save_freq_keeps_the_last_two_and_validates(tmp_path):
     _fit(tmp_path / "ck", epochs=1, save_freq=2)  # 56 samples / 16: 4 steps
     last = tmp_path / "ck" / "last"

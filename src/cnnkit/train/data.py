@@ -153,7 +153,13 @@ class Loader:
             loader = DataLoader(
                 self.source, batch_size=batch_size, sampler=order, **self._options()
             )
-        for batch in loader:
+        # started here, not at the first next(): a DataLoader draws its seeds from the
+        # global RNG when it starts, and a mid-epoch resume starts it from the epoch's state
+        return self._converted(iter(loader))
+
+    @staticmethod
+    def _converted(batches: Iterator[Any]) -> Iterator[tuple]:
+        for batch in batches:
             if isinstance(batch, (list, tuple)):
                 if len(batch) == 1:
                     yield as_input_tensor(batch[0]), None

@@ -467,11 +467,7 @@ class ShardedSource:
         pos = self.positions(shuffle, generator)[start * self._batch_size(batch_size) :]
         src = self.source
         if isinstance(src, InMemory):
-            idx = torch.tensor(pos, dtype=torch.long)
-            for start in range(0, len(idx), batch_size):
-                sl = idx[start : start + batch_size]
-                yield src.x[sl], (None if src.y is None else _index(src.y, sl))
-            return
+            return self._slices(src, pos, batch_size)
         t = self._loader_template
         if t is None:
             loader = DataLoader(src.source, batch_size=batch_size, sampler=_Positions(pos))
@@ -490,4 +486,11 @@ class ShardedSource:
                 multiprocessing_context=t.multiprocessing_context,
                 prefetch_factor=t.prefetch_factor if t.num_workers else None,
             )
-        yield from Loader(loader).batches(batch_size, False)
+        return Loader(loader).batches(batch_size, False)  # started now (its seeds)
+
+    @staticmethod
+    def _slices(src: InMemory, pos: list[int], batch_size: int) -> Iterator[tuple]:
+        idx = torch.tensor(pos, dtype=torch.long)
+        for begin in range(0, len(idx), batch_size):
+            sl = idx[begin : begin + batch_size]
+            yield src.x[sl], (None if src.y is None else _index(src.y, sl))

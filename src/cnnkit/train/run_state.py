@@ -104,20 +104,21 @@ def epoch_batches(
     """The epoch's batches after the first ``skip`` ones, in the interrupted run's order.
 
     Sources that draw their order from ``generator`` (arrays, Datasets, sharded sources)
-    start at batch ``skip`` directly. A DataLoader draws its order (and worker seeds)
-    from the global RNG when it starts: it is started from the state the interrupted
-    run had at the epoch's start, the done batches are dropped, and the current RNG
-    state is put back.
+    start at batch ``skip`` directly; a user's DataLoader is started and its done
+    batches are dropped. Either is started from the global RNG state the interrupted
+    run had at the epoch's start (a DataLoader draws its order and worker seeds from
+    it when it starts), then the current state is put back.
     """
     if not skip:
         return iter(source.batches(batch_size, shuffle, generator))
-    if getattr(source, "starts_anywhere", False):
-        return iter(source.batches(batch_size, shuffle, generator, start=skip))
     now = torch.get_rng_state()
     torch.set_rng_state(progress.epoch_rng)
-    it = iter(source.batches(batch_size, shuffle, generator))
-    for _ in range(skip):
-        next(it, None)
+    if getattr(source, "starts_anywhere", False):
+        it = iter(source.batches(batch_size, shuffle, generator, start=skip))  # started here
+    else:
+        it = iter(source.batches(batch_size, shuffle, generator))
+        for _ in range(skip):
+            next(it, None)
     torch.set_rng_state(now)
     return it
 
