@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -369,8 +368,6 @@ def test_signal_handlers_are_restored_after_fit():
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", device="cpu")
     model.fit(torch.rand(4, 1, 2, 2), torch.randint(0, 2, (4,)), epochs=1, verbose=0)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
-    t0 = time.perf_counter()
-    assert time.perf_counter() - t0 < 1
 
 
 # ---------------------------------------------------------------- torchrun: all ranks agree
