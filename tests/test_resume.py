@@ -298,10 +298,16 @@ def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
     assert all(torch.equal(snap[0][k], v) for k, v in loaded.state_dict().items())
 
 
-def test_resume_errors_name_the_problem(tmp_path):
+def test_resume_errors_name_the_problem(tmp_path, caplog):
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
-    with pytest.raises(CnnkitError, match="nowhere"):
-        _dropout_net().fit(x, y, epochs=1, verbose=0, resume_from=tmp_path / "nowhere")
+    # nothing saved yet (a relaunch before the first checkpoint): starts, with a warning
+    with caplog.at_level("WARNING", logger="cnnkit.train"):
+        history = _dropout_net().fit(x, y, epochs=1, verbose=0, resume_from=tmp_path / "nowhere")
+    assert history.epoch == [0]
+    assert any("nowhere holds no checkpoint yet" in r.getMessage() for r in caplog.records)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CnnkitError, match="is a file"):
+        _dropout_net().fit(x, y, epochs=1, verbose=0, resume_from=tmp_path / "afile")
     saved = _dropout_net()
     saved.save(tmp_path / "plain")
     with pytest.raises(CnnkitError, match="not a training checkpoint"):

@@ -67,31 +67,57 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
     return validate(config, args.recipe)
 
 
+def relaunch_command(argv: list[str], run: Path) -> str:
+    """The command that continues this run: the same one, with ``--out`` and ``--resume``."""
+    import shlex
+
+    argv = list(argv)
+    if "--out" not in argv and not any(a.startswith("--out=") for a in argv):
+        argv += ["--out", str(run)]
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return shlex.join(["cnnkit", *argv])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    """``cnnkit train``: the whole config is checked before the run folder is created;
+    with ``--resume`` any state of the folder is continued (see :mod:`cnnkit.cli.relaunch`)."""
+    from cnnkit.cli import relaunch
     from cnnkit.cli.training import train
 
+    if args.resume and args.out is None:
+        raise CnnkitError(
+            "--resume continues the run in --out; pass --out runs/NAME (the same folder on "
+            "every relaunch)."
+        )
+    config = _resolve(args)
     if args.resume:
-        run = run_folder.prepare(args.out, "", resume=True)
-        saved = run_folder.read_config(run)
-        from cnnkit.cli.recipes import validate
-
-        config = validate(saved, str(run / run_folder.CONFIG))
-        if args.epochs is not None:
-            config["fit"]["epochs"] = args.epochs
-        options = saved.get("run", {})
-        data_dir = args.data_dir if args.data_dir is not None else options.get("data_dir")
-        limit = args.limit if args.limit is not None else options.get("limit")
+        state = relaunch.inspect_run(args.out)
+        decided = relaunch.plan(args, config, state)
+        run = state.path
+        if decided["finished"]:
+            relaunch.print_finished(run, config["fit"]["epochs"])
+            return 0
+        data_dir, limit, resume = decided["data_dir"], decided["limit"], decided["resume"]
     else:
-        config = _resolve(args)
-        run = run_folder.prepare(args.out, config["name"], resume=False)
-        data_dir, limit = args.data_dir, args.limit
+        run = run_folder.new_run_path(args.out, config["name"])
+        data_dir, limit, resume = args.data_dir, args.limit, False
     print(f"cnnkit train {config['name']}: {config['model']['name']} on "
           f"{config['dataset']['name']}, {config['fit']['epochs']} epochs -> {run}")  # fmt: skip
-    with _cleanup_if_empty(run):
-        metrics = train(
-            config, run, args.argv, resume=args.resume, device=args.device,
-            precision=args.precision or "auto", data_dir=data_dir, limit=limit, verbose=args.verbose,
-        )  # fmt: skip
+    try:
+        with _cleanup_if_empty(run):
+            metrics = train(
+                config, run, args.argv, resume=resume, device=args.device,
+                precision=args.precision or "auto", data_dir=data_dir, limit=limit, verbose=args.verbose,
+                checkpoint_every=args.checkpoint_every,
+                checkpoint_minutes=args.checkpoint_minutes,
+                resume_hint=relaunch_command(args.argv, run),
+            )  # fmt: skip
+    except CnnkitError as err:
+        hint = relaunch.failure_hint(run)
+        if not hint:
+            raise
+        raise type(err)(f"{err}{hint}") from None
     _print_metrics(metrics, run)
     return 0
 

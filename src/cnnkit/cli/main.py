@@ -23,6 +23,7 @@ import sys
 from cnnkit._core import __version__
 from cnnkit._core.errors import CnnkitError, ConfigError
 from cnnkit.cli import commands, tools
+from cnnkit.train.signals import Preempted
 
 DEVICE_HELP = "auto (CUDA when present, else CPU), cpu, cuda, cuda:1"
 EPILOG = "Run `cnnkit COMMAND --help` for the options of a command."
@@ -36,6 +37,24 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer (1 or more)")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def _resume_value(text: str) -> str:
+    if text not in ("force", "yes"):  # "yes": the value of a bare --resume
+        raise argparse.ArgumentTypeError(
+            f"--resume takes no value or 'force'; received {text!r} (put RECIPE before --resume)"
+        )
+    return text
 
 
 def _threads_option(p: argparse.ArgumentParser, default: int | None = None) -> None:
@@ -81,8 +100,24 @@ def _add_train(sub) -> None:
                    "torchvision's layout, a saved cnnkit model folder, or imagenet); "
                    "overrides model.weights")  # fmt: skip
     p.add_argument("--out", default=None, help="run folder (default runs/<recipe>-<timestamp>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")  # fmt: skip
+    p.add_argument("--resume", nargs="?", const="yes", default=None, type=_resume_value,
+                   help="continue the run in --out from its last checkpoint, or start it when "
+                   "there is none (safe to relaunch from any state); `--resume force` also "
+                   "continues when the config changed")  # fmt: skip
+    p.add_argument(
+        "--checkpoint-every",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="also write checkpoints/last every N training steps (mid-epoch)",
+    )
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=_positive_float,
+        default=None,
+        metavar="M",
+        help="also write checkpoints/last when M minutes passed since the last",
+    )
     p.add_argument("--limit", type=_positive, default=None,
                    help="use only the first N samples of each split (quick checks)")  # fmt: skip
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
@@ -245,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
+    except Preempted as stop:  # SIGTERM/SIGINT in fit: checkpoint written, line logged
+        return int(stop.code)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,18 @@ def prepare(out: str | os.PathLike | None, name: str, resume: bool) -> Path:
     return path
 
 
+def new_run_path(out: str | os.PathLike | None, name: str) -> Path:
+    """The folder for a new run (created later, once the config is checked): refuses a
+    folder that is not empty."""
+    path = Path(out) if out is not None else default_run_dir(name)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise CnnkitError(
+            f"the run folder {str(path)!r} already exists; pass --resume to continue that run "
+            "or a new --out to start another (cnnkit never overwrites a run)."
+        )
+    return path
+
+
 def read_config(run: str | os.PathLike) -> dict[str, Any]:
     """The resolved config of a finished (or interrupted) run."""
     path = Path(run) / CONFIG
@@ -86,9 +98,28 @@ def read_config(run: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_config(run: Path, config: dict[str, Any], argv: list[str]) -> None:
+    """``config.yaml``, written to a temporary name and renamed: never half written."""
     body = dict(config)
     body["command"] = " ".join(["cnnkit", *argv])
-    (run / CONFIG).write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+    tmp = run / f".{CONFIG}.tmp"
+    tmp.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, run / CONFIG)
+
+
+def write_history(path: Path, history: dict[str, list[float]]) -> None:
+    """``history.csv`` from a whole run's history (CSVLogger's layout: epoch, sorted keys);
+    replaces rows a killed attempt may have appended twice."""
+    import csv
+
+    keys = sorted(history)
+    epochs = max((len(v) for v in history.values()), default=0)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", *keys])
+        for e in range(epochs):
+            w.writerow([e, *(repr(float(history[k][e])) for k in keys)])
+    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -155,11 +155,18 @@ def compile_model(model, config: dict[str, Any], device: str, precision: str):
     return model
 
 
-def _callbacks(run: Path, monitor: str, resume: bool) -> list[Any]:
+def _callbacks(
+    run: Path, monitor: str, resume: bool, every: int | None = None, minutes: float | None = None
+) -> list[Any]:
     from cnnkit.train.callbacks import CSVLogger, ModelCheckpoint, TensorBoard
 
     cbs: list[Any] = [
-        ModelCheckpoint(run / run_folder.CHECKPOINTS, monitor=monitor),
+        ModelCheckpoint(
+            run / run_folder.CHECKPOINTS,
+            monitor=monitor,
+            save_freq=every or "epoch",
+            save_minutes=minutes,
+        ),  # fmt: skip
         CSVLogger(run / run_folder.HISTORY, append=resume),
     ]
     try:
@@ -185,14 +192,25 @@ def train(
     data_dir: str | None = None,
     limit: int | None = None,
     verbose: int = 1,
+    checkpoint_every: int | None = None,
+    checkpoint_minutes: float | None = None,
+    resume_hint: str | None = None,
 ) -> dict[str, Any]:
-    """Train ``config`` into the run folder ``run``; returns the metrics written."""
+    """Train ``config`` into the run folder ``run``; returns the metrics written.
+
+    Data, model, compile settings, optimizer, loss, metrics and output heads are all
+    checked before ``run`` is created. ``resume``: continue the checkpoint in ``run``
+    (a folder without one is started afresh)."""
     from cnnkit.train.seed import seed_everything
 
     seed_everything(int(config["seed"]))
     data = load_task_data(config, data_dir, limit)
     model, kwargs = build_model(config, data)
     compile_model(model, config, device, precision)
+    first = next(iter(model._task.source(data.x_train, data.y_train).batches(2, False)))[0]
+    model._prepare(first)  # heads, metrics, optimizer: checked before the run folder exists
+    model.resume_hint = resume_hint  # the line a SIGTERM/SIGINT logs says how to go on
+    run.mkdir(parents=True, exist_ok=True)
     record = dict(config)
     record["run"] = {
         "data_dir": data_dir,
@@ -203,7 +221,7 @@ def train(
         "classes": data.classes,
         "model_kwargs": kwargs,
     }
-    if resume:  # the original command stays; the resuming ones are appended
+    if (run / run_folder.CONFIG).is_file():  # the original command stays, relaunches append
         saved = run_folder.read_config(run)
         record["resumed_with"] = [*saved.get("resumed_with", []), " ".join(["cnnkit", *argv])]
         argv = saved.get("command", "cnnkit").split()[1:]
@@ -217,12 +235,14 @@ def train(
         batch_size=fit["batch_size"],
         epochs=fit["epochs"],
         validation_split=fit["validation_split"],
-        callbacks=_callbacks(run, monitor, resume),
+        callbacks=_callbacks(run, monitor, resume, checkpoint_every, checkpoint_minutes),
         verbose=verbose,
         resume_from=str(run / run_folder.CHECKPOINTS) if resume else None,
     )
     seconds = time.perf_counter() - start
-    model.save(run, overwrite=resume)
+    (run / "report.html").unlink(missing_ok=True)  # written last: marks a finished run
+    run_folder.write_history(run / run_folder.HISTORY, history.history)
+    model.save(run, overwrite=True)
     metrics = score(model, config, data, history)
     metrics["train_seconds"] = seconds
     metrics["params"] = int(sum(p.numel() for p in model.parameters()))

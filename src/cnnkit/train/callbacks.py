@@ -9,7 +9,9 @@
 
 Hooks: ``set_model``, ``on_train_begin/end(logs)``, ``on_epoch_begin/end(epoch, logs)``
 and ``on_train_batch_end(step)``. Batch hooks get no logs, so they never make the
-training loop wait for the device. Epochs are 0-based, as in Keras.
+training loop wait for the device. Epochs are 0-based, as in Keras. When ``fit`` stops
+on SIGTERM/SIGINT, ``on_interrupt(epoch, step)`` lets a callback write a checkpoint
+(it returns the folder to resume from, or None).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import csv
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -86,6 +89,11 @@ class Callback:
     def on_train_batch_end(self, step: int) -> None:
         pass
 
+    def on_interrupt(self, epoch: int, step: int) -> Any:
+        """``fit`` stops (SIGTERM/SIGINT) after ``step`` batches of ``epoch``; return the
+        folder a checkpoint was written to, or None."""
+        return None
+
 
 def _overrides(cb: Any, hook: str) -> bool:
     """Whether ``cb`` does something in ``hook`` (duck-typed callbacks count if they have it)."""
@@ -147,6 +155,15 @@ class CallbackList:
     def on_train_batch_end(self, step: int) -> None:
         for cb in self._batch:
             cb.on_train_batch_end(step)
+
+    def on_interrupt(self, epoch: int, step: int) -> Any:
+        """Every callback's ``on_interrupt``; returns the first checkpoint folder written."""
+        written = None
+        for cb in self.callbacks:
+            fn = getattr(cb, "on_interrupt", None)
+            result = fn(epoch, step) if fn is not None else None
+            written = written or result
+        return written
 
 
 class _Monitor:
@@ -251,6 +268,13 @@ class ModelCheckpoint(Callback):
     epoch and ``dirpath/best/`` whenever ``monitor`` improves. ``cnnkit.load(dirpath)``
     loads the best; ``fit(resume_from=dirpath)`` continues from the last.
 
+    ``save_freq`` (Keras' name): ``'epoch'`` (default) or an int ``N``: ``last/`` is also
+    written every ``N`` training steps (counted over the whole run), with the position
+    inside the epoch, so a resumed run continues inside the epoch with the same batches.
+    ``save_minutes``: also write ``last/`` when that many minutes have passed since the
+    last write. On SIGTERM/SIGINT ``fit`` has ``last/`` written after the current step.
+    Each write keeps the one before (``previous.json``) and is atomic.
+
     A folder holding checkpoints of an earlier run is not overwritten unless this fit
     resumes from it or ``overwrite=True``. Only rank 0 writes in distributed runs.
     """
@@ -263,11 +287,32 @@ class ModelCheckpoint(Callback):
         save_best: bool = True,
         save_last: bool = True,
         overwrite: bool = False,
+        save_freq: int | str = "epoch",
+        save_minutes: float | None = None,
     ) -> None:
         if not save_best and not save_last:
             raise ConfigError(
                 "ModelCheckpoint with save_best=False and save_last=False saves nothing."
             )
+        if save_freq != "epoch" and (
+            isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1
+        ):
+            raise ConfigError(
+                f"ModelCheckpoint save_freq must be 'epoch' or a positive int (steps); "
+                f"received {save_freq!r}."
+            )
+        if save_minutes is not None and (
+            isinstance(save_minutes, bool)
+            or not isinstance(save_minutes, int | float)
+            or not save_minutes > 0
+        ):
+            raise ConfigError(
+                f"ModelCheckpoint save_minutes must be a positive number; received "
+                f"{save_minutes!r}."
+            )
+        self.save_freq, self.save_minutes = save_freq, save_minutes
+        self._saved_at: tuple[int, int] | None = None
+        self._saved_time = time.monotonic()
         self.dirpath = Path(dirpath)
         self.monitor = monitor
         self._monitor = _Monitor("ModelCheckpoint", monitor, mode)
@@ -294,6 +339,7 @@ class ModelCheckpoint(Callback):
     def on_train_begin(self, logs=None) -> None:
         self._monitor.resolve(self.model)
         self.best = None
+        self._saved_at, self._saved_time = None, time.monotonic()
         existing = [p for p in (self.last_path, self.best_path) if (p / CONFIG).exists()]
         if not existing:
             return
@@ -314,6 +360,45 @@ class ModelCheckpoint(Callback):
                 "ModelCheckpoint(..., overwrite=True) to replace them, or another folder."
             )
 
+    def _position(self) -> dict[str, Any] | None:
+        progress = getattr(self.model, "_progress", None)
+        return progress.state() if progress is not None else None
+
+    def _save_last(self, completed: int, extra: dict[str, Any]) -> Path:
+        """``last/`` with the position reached (``completed``: the last finished epoch)."""
+        position = self._position()
+        save_training_state(self.last_path, self.model, completed,
+                            getattr(self.model, "history", None), overwrite=True, extra=extra,
+                            position=position)  # fmt: skip
+        if position is not None:
+            self._saved_at = (position["epoch"], position["step"])
+        self._saved_time = time.monotonic()
+        return self.dirpath
+
+    def _extra(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "value": None}  # mid-epoch: no epoch value yet
+
+    def on_train_batch_end(self, step: int) -> None:
+        if not self.save_last or not _is_main_process():
+            return
+        progress = getattr(self.model, "_progress", None)
+        due = (
+            isinstance(self.save_freq, int)
+            and progress is not None
+            and (progress.global_step % self.save_freq == 0)
+        )
+        if self.save_minutes is not None:
+            due = due or time.monotonic() - self._saved_time >= 60 * self.save_minutes
+        if due:
+            self._save_last((progress.epoch if progress is not None else 0) - 1, self._extra())
+
+    def on_interrupt(self, epoch: int, step: int) -> Path | None:
+        if not self.save_last:
+            return None
+        if _is_main_process() and self._saved_at != (epoch, step):
+            self._save_last(epoch - 1, self._extra())
+        return self.dirpath
+
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         if not _is_main_process():
             return
@@ -322,9 +407,7 @@ class ModelCheckpoint(Callback):
         current = logs.get(self.monitor)
         extra = {"monitor": self.monitor, "value": current}
         if self.save_last:
-            save_training_state(
-                self.last_path, self.model, epoch, history, overwrite=True, extra=extra
-            )
+            self._save_last(epoch, extra)
         if not self.save_best:
             return
         current = self._monitor.value(logs)

@@ -344,12 +344,16 @@ def save_training_state(
     *,
     overwrite: bool = False,
     extra: dict[str, Any] | None = None,
+    position: dict[str, Any] | None = None,
 ) -> Path:
     """Write a full training checkpoint of ``workflow`` (a compiled ``cnnkit.Model`` or
     ``Sequential``) after ``epoch`` (0-based) into ``folder``: weights, optimizer,
     scheduler and grad-scaler state, ``history``, the shuffle seed and the RNG states.
 
-    An existing checkpoint there is replaced only with ``overwrite=True``.
+    ``position`` (:meth:`cnnkit.train.run_state.Progress.state`) records where inside
+    the next epoch training stands, for mid-epoch checkpoints; its tensors are stored
+    with the RNG states. An existing checkpoint there is replaced only with
+    ``overwrite=True``.
     """
     folder = Path(folder)
     optimizer = getattr(workflow, "optimizer", None)
@@ -402,6 +406,8 @@ def save_training_state(
         training["grad_scaler"] = _encode(scaler.state_dict(), "grad_scaler", opt_tensors)
     rng_tensors: dict[str, torch.Tensor] = {}
     training["rng"] = _rng_state(rng_tensors)
+    if position is not None:
+        training["position"] = _encode(position, "position", rng_tensors)
 
     tag = f"e{int(epoch):05d}-{secrets.token_hex(4)}"
     files: dict[str, dict[str, str]] = {}
@@ -437,6 +443,7 @@ def save_training_state(
     # the new manifest is in place: drop the files that neither it nor previous.json name
     keep = {f["name"] for f in files.values()} | _referenced(previous or {})
     stale = {p.name for part in _PARTS for p in folder.glob(f"{part}-e*.safetensors")}
+    stale |= {p.name for p in folder.glob(".*.tmp")}  # left by a writer killed mid-write
     for name in stale - keep:
         with contextlib.suppress(OSError):
             (folder / name).unlink()
@@ -553,12 +560,20 @@ def load_training_state(
     _set_rng_state(training["rng"], tensors["rng"])
     if training.get("shuffle_seed") is not None:
         workflow._shuffle_seed = int(training["shuffle_seed"])
+    position = training.get("position")
     return {
         "epoch": int(training["epoch"]),
         "history": training.get("history", {}),
         "history_epochs": training.get("history_epochs", []),
         "extra": training.get("extra", {}),
+        "position": None if position is None else _decode(position, tensors["rng"], folder),
     }
+
+
+def has_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (or ``path/last``) holds a checkpoint manifest to resume from."""
+    folder = Path(path)
+    return any((c / n).is_file() for c in (folder / "last", folder) for n in (CONFIG, PREVIOUS))
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
@@ -578,9 +593,18 @@ def read_checkpoint_info(folder: str | os.PathLike) -> dict[str, Any]:
     return _read_manifest(Path(folder))["training"]
 
 
-def resume_training(workflow: TrainingState, path: str | os.PathLike, history: Any) -> int:
+def resume_training(workflow: TrainingState, path: str | os.PathLike, history: Any) -> int | None:
     """``fit(resume_from=path)``: restore the last checkpoint under ``path`` into
-    ``workflow`` and ``history``; returns the epoch to continue from."""
+    ``workflow`` and ``history``; returns the epoch to continue from, or None when
+    ``path`` does not exist or holds no checkpoint yet (the run starts from the
+    beginning: a relaunch before the first checkpoint). A mid-epoch position is left in
+    ``workflow._resume_position`` (None for a checkpoint written at an epoch's end)."""
+    workflow._resume_position = None
+    if not has_checkpoint(path):
+        if Path(path).exists() and not Path(path).is_dir():
+            raise CnnkitError(f"resume_from={str(path)!r} is a file; pass a checkpoint folder.")
+        log.warning("%s holds no checkpoint yet; training starts from the beginning", path)
+        return None
     folder = find_checkpoint(path)
     try:
         info = load_training_state(folder, workflow)
@@ -602,7 +626,10 @@ def resume_training(workflow: TrainingState, path: str | os.PathLike, history: A
         )
     history.history = {k: list(v) for k, v in info["history"].items()}
     history.epoch = list(info["history_epochs"])
-    log.info("resuming from %s after epoch %d", folder, info["epoch"] + 1)
+    position = workflow._resume_position = info.get("position")
+    step = (position or {}).get("step", 0)
+    where = f"in epoch {info['epoch'] + 2} after step {step}" if step else "after epoch"
+    log.info("resuming from %s %s", folder, where if step else f"{where} {info['epoch'] + 1}")
     return info["epoch"] + 1
 
 

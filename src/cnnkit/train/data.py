@@ -55,21 +55,27 @@ class InMemory:
 
     x: torch.Tensor
     y: torch.Tensor | tuple[torch.Tensor, ...] | None
+    #: ``batches(..., start=k)`` begins at batch ``k`` of the epoch without drawing the others
+    starts_anywhere = True
 
     def __len__(self) -> int:
         return len(self.x)
 
     def batches(
-        self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+        self,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        start: int = 0,
     ) -> Iterator[tuple]:
         n = len(self.x)
         order = torch.randperm(n, generator=generator) if shuffle else None
-        for start in range(0, n, batch_size):
+        for begin in range(start * batch_size, n, batch_size):
             if order is None:
-                sl = slice(start, start + batch_size)
+                sl = slice(begin, begin + batch_size)
                 yield self.x[sl], (None if self.y is None else _index(self.y, sl))
             else:
-                idx = order[start : start + batch_size]
+                idx = order[begin : begin + batch_size]
                 yield self.x[idx], (None if self.y is None else _index(self.y, idx))
 
     def num_batches(self, batch_size: int) -> int:
@@ -131,8 +137,29 @@ class Loader:
             opts["persistent_workers"] = True
         return opts
 
-    def batches(self, batch_size: int, shuffle: bool, generator=None) -> Iterator[tuple]:
-        for batch in self._loader(batch_size, shuffle, generator):
+    @property
+    def starts_anywhere(self) -> bool:
+        """A Dataset's order comes from the generator, so ``start`` costs nothing."""
+        return not isinstance(self.source, DataLoader)
+
+    def batches(
+        self, batch_size: int, shuffle: bool, generator=None, start: int = 0
+    ) -> Iterator[tuple]:
+        loader = self._loader(batch_size, shuffle, generator)
+        if start:
+            if isinstance(self.source, DataLoader):
+                raise ConfigError("a DataLoader cannot start mid-epoch; drop its first batches")
+            order = list(loader.sampler)[start * batch_size :]
+            loader = DataLoader(
+                self.source, batch_size=batch_size, sampler=order, **self._options()
+            )
+        # started here, not at the first next(): a DataLoader draws its seeds from the
+        # global RNG when it starts, and a mid-epoch resume starts it from the epoch's state
+        return self._converted(iter(loader))
+
+    @staticmethod
+    def _converted(batches: Iterator[Any]) -> Iterator[tuple]:
+        for batch in batches:
             if isinstance(batch, (list, tuple)):
                 if len(batch) == 1:
                     yield as_input_tensor(batch[0]), None

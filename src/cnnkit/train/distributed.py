@@ -212,17 +212,39 @@ def setup_distributed(device: torch.device) -> DistContext:
         raise ConfigError(f"RANK must be in [0, {world}) for WORLD_SIZE={world}; received {rank}.")
     device = _local_device(device, local)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    timeout = datetime.timedelta(seconds=_timeout_s())
+    store = _launch_store(rank, world, timeout)
     dist.init_process_group(
         backend=backend,
-        init_method="env://",
+        init_method=None if store is not None else "env://",
+        store=store,
         rank=rank,
         world_size=world,
-        timeout=datetime.timedelta(seconds=_timeout_s()),
+        timeout=timeout,
     )
     atexit.register(_destroy)
     _install_failure_reporting(rank, world)
     log.info("process group started: rank %d of %d (%s, %s)", rank, world, backend, device)
     return DistContext(rank, world, local, device)
+
+
+def _launch_store(rank: int, world: int, timeout: datetime.timedelta) -> Any:
+    """The process group's store under torchrun's agent store, or None (use env://).
+
+    torchrun's agent hosts the workers' store and keeps it across restarts, so the
+    keys of an earlier attempt (gloo's listening addresses) are still there when the
+    restarted workers meet; a worker may then connect to a peer of the dead attempt
+    (``connection refused``). Every worker counts itself in once per start; the count
+    gives each attempt its own key prefix.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from torch.distributed.rendezvous import _create_c10d_store
+
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    store = _create_c10d_store(addr, port, rank, world, timeout)
+    launch = (int(store.add("cnnkit/workers_started", 1)) - 1) // world
+    return dist.PrefixStore(f"cnnkit/launch{launch}/", store)
 
 
 def _timeout_s() -> float:
@@ -432,17 +454,20 @@ class ShardedSource:
             order = list(range(self.n))
         return shard_positions(order, self.ctx.rank, self.ctx.world_size, self.pad)
 
+    #: ``batches(..., start=k)`` begins at batch ``k`` (a mid-epoch resume)
+    starts_anywhere = True
+
     def batches(
-        self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+        self,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        start: int = 0,
     ) -> Iterator[tuple]:
-        pos = self.positions(shuffle, generator)
+        pos = self.positions(shuffle, generator)[start * self._batch_size(batch_size) :]
         src = self.source
         if isinstance(src, InMemory):
-            idx = torch.tensor(pos, dtype=torch.long)
-            for start in range(0, len(idx), batch_size):
-                sl = idx[start : start + batch_size]
-                yield src.x[sl], (None if src.y is None else _index(src.y, sl))
-            return
+            return self._slices(src, pos, batch_size)
         t = self._loader_template
         if t is None:
             loader = DataLoader(src.source, batch_size=batch_size, sampler=_Positions(pos))
@@ -461,4 +486,11 @@ class ShardedSource:
                 multiprocessing_context=t.multiprocessing_context,
                 prefetch_factor=t.prefetch_factor if t.num_workers else None,
             )
-        yield from Loader(loader).batches(batch_size, False)
+        return Loader(loader).batches(batch_size, False)  # started now (its seeds)
+
+    @staticmethod
+    def _slices(src: InMemory, pos: list[int], batch_size: int) -> Iterator[tuple]:
+        idx = torch.tensor(pos, dtype=torch.long)
+        for begin in range(0, len(idx), batch_size):
+            sl = idx[begin : begin + batch_size]
+            yield src.x[sl], (None if src.y is None else _index(src.y, sl))

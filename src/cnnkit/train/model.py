@@ -37,8 +37,10 @@ from cnnkit.train.heads import OutputHead, trace_heads
 from cnnkit.train.optimizers import check_learning_rate, make_optimizer
 from cnnkit.train.precision import PRECISIONS, Precision, resolve_device, resolve_precision
 from cnnkit.train.progress import ProgressBar
+from cnnkit.train.run_state import Progress, epoch_batches, sync_newest_checkpoint
 from cnnkit.train.runtime import describe_choices, restore_runtime, runtime_record
 from cnnkit.train.schedules import current_lr, step_batch, step_scheduler
+from cnnkit.train.signals import catches_stop_signals, preempt
 from cnnkit.train.tasks import SelfLoss, SupervisedHeads, flat_logs, task_for
 
 log = logging.getLogger("cnnkit.train")
@@ -305,6 +307,7 @@ class Workflow:
 
     # ----------------------------------------------------------------- fit
 
+    @catches_stop_signals
     def fit(
         self,
         x: Any = None,
@@ -355,7 +358,13 @@ class Workflow:
         log.info("fit: %s", describe_choices(getattr(self, "runtime_choices", {})))
         callbacks.on_train_begin()
         if resume_from is not None:  # weights, optimizer, schedule, history, seed, RNG
-            initial_epoch = resume_training(self, resume_from, history)
+            sync_newest_checkpoint(self._dist, resume_from)  # multi-node: the newest copy
+            resumed = resume_training(self, resume_from, history)  # None: nothing saved yet
+            initial_epoch = initial_epoch if resumed is None else resumed
+        resume_at = self.__dict__.pop("_resume_position", None) or {}  # a mid-epoch position
+        progress = self._progress = Progress(resume_at.get("global_step", 0), initial_epoch)
+        stop = self.__dict__["_stop_signals"]  # SIGTERM/SIGINT: stop after the step
+        stop.ctx = self._dist
         for epoch in range(initial_epoch, epochs):
             callbacks.on_epoch_begin(epoch)
             self.epoch_learning_rate = current_lr(self.optimizer)  # before any schedule steps
@@ -363,12 +372,13 @@ class Workflow:
             self._net.train()
             task.reset(self)
             total_loss = torch.zeros((), device=self.device)
-            seen = 0
+            skip, seen = progress.begin_epoch(epoch, self._metrics, total_loss, resume_at)
             shown = verbose if self._dist.is_main else 0  # torchrun: rank 0 only
             bar = ProgressBar(train.num_batches(batch_size), epoch + 1, epochs, shown)
             with task.running(self):
                 for step, (xb, yb) in enumerate(
-                    train.batches(batch_size, shuffle, order_gen), start=1
+                    epoch_batches(train, batch_size, shuffle, order_gen, skip, progress),
+                    start=skip + 1,
                 ):
                     loss, n = task.batch_loss(self, module, xb, yb)  # forward, loss, metrics
                     self.optimizer.zero_grad(set_to_none=True)
@@ -377,7 +387,10 @@ class Workflow:
                     total_loss += loss.detach() * n
                     seen += n
                     bar.update(step, n, lambda t=total_loss, s=seen: {"loss": (t / s).item()})
+                    progress.after_step(step, seen)
                     callbacks.on_train_batch_end(step)
+                    if stop.should_stop():
+                        raise preempt(self, stop, callbacks, progress)
             train_loss = self._dist.mean(total_loss, seen)  # over all ranks
             if not math.isfinite(train_loss):
                 raise CnnkitError(
@@ -394,7 +407,10 @@ class Workflow:
                 step_scheduler(self.scheduler, logs)  # plateau schedules read logs
             bar.finish(logs)
             history.append(epoch, logs)
+            progress.end_epoch()  # an epoch-end checkpoint's position: next epoch, step 0
             callbacks.on_epoch_end(epoch, logs)
+            if stop.should_stop():  # signalled during validation or the checkpoint
+                raise preempt(self, stop, callbacks, progress)
             if self.stop_training:
                 break
         callbacks.on_train_end()
