@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import cnnkit.cli.plots
+import cnnkit.cli.training
 from cnnkit.cli.main import main
 from cnnkit.train import callbacks as cb_mod
 from cnnkit.train.checkpoint import read_checkpoint_info
@@ -36,7 +36,8 @@ FLAGS = ["--limit", "96", "--threads", "1", "--verbose", "0", "--precision", "fp
 
 @pytest.fixture(autouse=True)
 def _no_plots(monkeypatch):
-    monkeypatch.setattr(cnnkit.cli.plots, "make_plots", lambda *a, **k: None)  # speed only
+    # speed only; cnnkit.cli.training holds its own reference to make_plots
+    monkeypatch.setattr(cnnkit.cli.training, "make_plots", lambda *a, **k: None)
 
 
 def _config(folder: Path, **changes) -> Path:
@@ -66,11 +67,12 @@ def _same(a: dict, b: dict) -> bool:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     folder = tmp_path_factory.mktemp("reference")
-    cnnkit.cli.plots.make_plots, saved = (lambda *a, **k: None), cnnkit.cli.plots.make_plots
+    saved = cnnkit.cli.training.make_plots
+    cnnkit.cli.training.make_plots = lambda *a, **k: None
     try:
         assert main(["train", str(_config(folder)), "--out", str(folder / "run"), *FLAGS]) == 0
     finally:
-        cnnkit.cli.plots.make_plots = saved
+        cnnkit.cli.training.make_plots = saved
     return _weights(folder / "run")
 
 

@@ -137,7 +137,7 @@ def plan(args: Any, config: dict[str, Any], state: RunState) -> dict[str, Any]:
     saved_run = (state.saved or {}).get("run") or {}
     data_dir = args.data_dir if args.data_dir is not None else saved_run.get("data_dir")
     limit = args.limit if args.limit is not None else saved_run.get("limit")
-    options = {"limit": limit, "precision": args.precision}
+    options = {"limit": limit, "precision": args.precision or "auto"}
     result = {"resume": state.checkpoint, "data_dir": data_dir, "limit": limit, "finished": False}
     if state.foreign:
         raise CnnkitError(
