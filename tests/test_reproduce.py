@@ -156,3 +156,36 @@ def test_bad_seed_options_are_usage_errors(config, args):
     with pytest.raises(SystemExit) as info:
         main(["reproduce", config, *args])
     assert info.value.code == 2
+
+
+def _collector():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "collect_reproductions.py"
+    spec = importlib.util.spec_from_file_location("collect_reproductions", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reproductions_md_is_generated_from_the_committed_summaries():
+    assert _collector().main(["--check"]) == 0, "run python bench/collect_reproductions.py"
+
+
+def test_collector_row_shows_spread_reference_seeds_precision_cpu_and_time():
+    values = [0.96, 0.98, 1.0]
+    metrics = {"test.accuracy": rp.spread(values)}
+    ref = {"metric": "accuracy", "value": 1.0, "tolerance": 0.02, "source": "Paper"}
+    summary = {
+        "recipe": "ucr-fcn1d", "dataset": "GunPoint", "seeds": [0, 1, 2], "epochs": 200,
+        "precision": "bf16", "metrics": metrics, "reference": rp.compare_reference(ref, metrics),
+        "cpu": {"model": "CPU X", "amx": True, "native_bf16": True}, "wall_seconds": 90.0,
+        "cpu_seconds": 60.0,
+    }  # fmt: skip
+    row = _collector().row(summary)
+    mean, std = np.mean(values) * 100, np.std(values, ddof=1) * 100
+    assert f"{mean:.2f} ± {std:.2f} % (96.00 - 100.00)" in row
+    assert "| yes | yes |" in row  # 1.0 in [0.96, 1.0]; mean 0.98 >= 1.0 - 0.02
+    assert "3 (0, 1, 2)" in row and "bf16" in row and "CPU X, AMX, native bf16" in row
+    assert "90 s (30 s/seed); CPU 60 s" in row

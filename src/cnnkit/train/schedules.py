@@ -16,7 +16,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch.optim import lr_scheduler
 
@@ -236,7 +235,7 @@ class KerasPlateau:
         reduced = False
         for group in self.optimizer.param_groups:
             old = float(group["lr"])
-            if old > float(np.float32(self.min_lr)):
+            if old > self.min_lr * (1 + 1e-6):  # at min_lr (up to float32 rounding): stay
                 group["lr"] = max(old * self.factor, self.min_lr)
                 reduced = True
         if reduced:
