@@ -129,7 +129,7 @@ def test_reference_per_dataset():
         (["--seed-list", "1", "1"], "repeats seed"),
         (["--resume"], "pass --out"),
         (["--out", "{existing}"], "already exists"),
-        (["--out", "{plan}", "--resume", "--seeds", "3"], "reproduces seeds"),
+        (["--out", "{plan}", "--resume", "--seed-list", "5", "6"], "reproduces seeds"),
         (["--out", "{plan}", "--resume", "--precision", "bf16"], "reproduces precision"),
     ],
 )
@@ -189,3 +189,11 @@ def test_collector_row_shows_spread_reference_seeds_precision_cpu_and_time():
     assert "| yes | yes |" in row  # 1.0 in [0.96, 1.0]; mean 0.98 >= 1.0 - 0.02
     assert "3 (0, 1, 2)" in row and "bf16" in row and "CPU X, AMX, native bf16" in row
     assert "90 s (30 s/seed); CPU 60 s" in row
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["reproduce", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: cnnkit reproduce") and "--seed-list" in text

@@ -10,7 +10,8 @@ DIR/
     reproduce.md         published reference and whether it lies in the observed range
 
 ``--resume`` skips seeds whose run finished (``metrics.json`` written), continues a seed
-that stopped mid-training from its last checkpoint, and starts the rest.
+that stopped mid-training from its last checkpoint, and starts the rest; it may add seeds
+(``--seeds 5`` after a ``--seeds 3`` reproduction) but not change the others' options.
 """
 
 from __future__ import annotations
@@ -236,6 +237,8 @@ def reproduce(
     if resume and plan_path.is_file():
         saved = _read_json(plan_path)
         for key in PLAN_KEYS:
+            if key == "seeds" and set(saved.get(key) or ()) <= set(seeds):
+                continue  # more seeds: the finished ones are kept, the new ones trained
             if saved.get(key) != plan[key]:
                 raise ConfigError(
                     f"--resume: {out} reproduces {key} {saved.get(key)!r}, not {plan[key]!r}; "
