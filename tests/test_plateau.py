@@ -243,3 +243,16 @@ def test_shipped_recipes_validate_with_structured_references():
         for ref in refs if isinstance(refs, list) else [refs]:
             assert isinstance(ref, dict), f"{name}: reference is not structured"
             assert {"metric", "value", "source"} <= set(ref)
+
+
+def test_instance_recipes_refuse_fit_callbacks(tmp_path):
+    import yaml
+
+    from cnnkit.cli.recipes import RECIPE_DIR, load_config
+
+    config = yaml.safe_load((RECIPE_DIR / "shapes-maskrcnn.yaml").read_text())
+    config["fit"]["restore_best"] = "loss"
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="not available for task 'instance'"):
+        load_config(str(path))

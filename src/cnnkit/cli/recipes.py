@@ -230,6 +230,11 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
         if isinstance(fit[key], bool) or not isinstance(fit[key], int) or fit[key] < 1:
             raise ConfigError(f"{source}: fit.{key} must be a positive int; received {fit[key]!r}.")
     build_callbacks(fit.get("callbacks"), source)  # checks names and arguments now
+    if task == "instance" and (fit.get("callbacks") or fit.get("restore_best")):
+        raise ConfigError(
+            f"{source}: fit.callbacks and fit.restore_best are not available for task "
+            "'instance' (Mask R-CNN trains with its own loop); use compile.lr_schedule."
+        )
     best = fit.get("restore_best")
     if best is not None and (not isinstance(best, str) or not best):
         raise ConfigError(
