@@ -137,7 +137,7 @@ def table(items: list[dict[str, Any]]) -> str:
     ]
     order = {(r, d): i for i, (r, d, _) in enumerate(EXPECTED)}
     items = sorted(items, key=lambda s: (order.get((Path(str(s["recipe"])).stem, s["dataset"]),
-                                                   99), s["recipe"], s["precision"]))  # fmt: skip
+                                                   99), s["recipe"], s["precision"] != "fp32"))  # fmt: skip
     lines += [row(s) for s in items]
     measured = [s["cpu_seconds"] for s in items if s.get("cpu_seconds")]
     total_wall = sum(s["wall_seconds"] for s in items)
