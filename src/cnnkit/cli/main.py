@@ -2,6 +2,7 @@
 
 cnnkit demo                          LeNet-5 on scikit-learn's digits, run folder + report
 cnnkit train RECIPE|CONFIG.yaml      train a shipped recipe or your own YAML config
+cnnkit reproduce RECIPE --seeds 5    one run per seed, then mean/std/min/max vs the paper
 cnnkit evaluate RUN                  test metrics of a finished run
 cnnkit predict RUN INPUTS... [--cam] classes (and CAMs) for images / .npy arrays
 cnnkit models                        registered models (and --recipes)
@@ -124,6 +125,50 @@ def _add_train(sub) -> None:
                    help="1: live progress bar, 2: one line per epoch, 0: quiet")  # fmt: skip
     _device_options(p)
     p.set_defaults(fn=commands.cmd_train)
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a seed (an integer >= 0)")
+    return value
+
+
+def _add_reproduce(sub) -> None:
+    from cnnkit.cli.reproduce import cmd_reproduce
+
+    p = sub.add_parser(
+        "reproduce", help="train a recipe once per seed and summarise the spread vs the paper",
+        description="Train RECIPE once per seed (each a normal run folder DIR/seed-N), then "
+        "write DIR/reproduce.json and DIR/reproduce.md: every metric's mean, std, min and max "
+        "over the seeds and the recipe's published reference.",
+    )  # fmt: skip
+    p.add_argument("recipe", metavar="RECIPE|CONFIG.yaml")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=_positive, default=None, metavar="N",
+                       help="seeds 0..N-1 (default 5)")  # fmt: skip
+    seeds.add_argument("--seed-list", type=_seed, nargs="+", default=None, metavar="S",
+                       help="these seeds, e.g. --seed-list 0 1 2")  # fmt: skip
+    p.add_argument("--dataset", default=None, help="another dataset, e.g. ECG200 for ucr-fcn1d")
+    p.add_argument("--epochs", type=_positive, default=None)
+    p.add_argument("--out", default=None, help="folder (default runs/reproduce-<name>-<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the reproduction in --out: finished seeds are kept")  # fmt: skip
+    p.add_argument("--data-dir", default=None, help="default: $CNNKIT_DATA or ~/.cache/cnnkit")
+    p.add_argument("--limit", type=_positive, default=None,
+                   help="use only the first N samples of each split (quick checks)")  # fmt: skip
+    p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
+                   help="progress of each seed's training (default 0: one line per seed)")  # fmt: skip
+    _threads_option(p)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
+    p.add_argument(
+        "--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+        help="default auto (bf16 autocast on CPUs with native bf16, AMP on CUDA, else fp32)",
+    )  # fmt: skip
+    p.set_defaults(fn=cmd_reproduce)
 
 
 def _add_run_commands(sub) -> None:
@@ -251,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run_commands(sub)
     _add_train(sub)
+    _add_reproduce(sub)
     _add_tools(sub)
     return parser
 

@@ -11,8 +11,11 @@ A config is a mapping with the keys below (a recipe is a config shipped with cnn
     # or, fine-tuning: {name: resnet18, weights: imagenet, num_classes: 5, freeze: features}
     compile: {optimizer: adam, learning_rate: 0.001,
               loss: sparse_categorical_crossentropy, metrics: [accuracy]}
-    fit: {epochs: 12, batch_size: 32, validation_split: 0.1}
-    reference: "seed 004: 66.5% test accuracy"   # the decks' figure, for reports
+    fit: {epochs: 12, batch_size: 32, validation_split: 0.1,
+          callbacks: [{name: ReduceLROnPlateau, args: {monitor: loss, factor: 0.5}}],
+          restore_best: loss}       # test the weights of the epoch with the lowest loss
+    reference: {metric: accuracy, value: 0.95, source: "LeCun et al. 1998",
+                tolerance: 0.02}    # the published figure `cnnkit reproduce` compares with
 
 Unknown keys are errors (with a did-you-mean), never silently ignored.
 """
@@ -56,7 +59,7 @@ SECTION_KEYS = {
         "lr_schedule",
         "global_clipnorm",
     ),
-    "fit": ("epochs", "batch_size", "validation_split"),
+    "fit": ("epochs", "batch_size", "validation_split", "callbacks", "restore_best"),
 }
 REQUIRED = ("task", "dataset", "model", "compile", "fit")
 
@@ -166,6 +169,84 @@ def _check_optimizer(value: Any, source: str) -> None:
     _unknown(f"{source} compile.optimizer", value, ("name", "args"))
 
 
+#: ``fit.callbacks``: the callbacks a config may add, by their class name in cnnkit.callbacks
+CALLBACKS = ("ReduceLROnPlateau", "EarlyStopping")
+
+
+def build_callbacks(specs: Any, source: str) -> list[Any]:
+    """``fit.callbacks`` (a list of ``{name: ReduceLROnPlateau, args: {...}}``) as callbacks."""
+    from cnnkit.train import callbacks as cbs
+
+    if specs is None:
+        return []
+    if not isinstance(specs, list):
+        raise ConfigError(
+            f"{source}: fit.callbacks must be a list like [{{name: ReduceLROnPlateau, args: "
+            f"{{monitor: loss}}}}]; received {specs!r}."
+        )
+    built = []
+    for spec in specs:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise ConfigError(
+                f"{source}: each fit.callbacks entry must be a mapping with a name; received "
+                f"{spec!r}."
+            )
+        _unknown(f"{source} fit.callbacks entry", spec, ("name", "args"))
+        if spec["name"] not in CALLBACKS:
+            raise ConfigError(
+                f"{source}: unknown callback {spec['name']!r} in fit.callbacks; expected one of "
+                f"{', '.join(CALLBACKS)}.{did_you_mean(spec['name'], CALLBACKS)}"
+            )
+        args = spec.get("args") or {}
+        if not isinstance(args, dict):
+            raise ConfigError(f"{source}: fit.callbacks {spec['name']} args must be a mapping; "
+                              f"received {args!r}.")  # fmt: skip
+        cls = getattr(cbs, spec["name"])
+        try:
+            built.append(cls(**args))
+        except TypeError as err:
+            raise ConfigError(f"{source}: fit.callbacks {spec['name']}: {err}") from None
+    return built
+
+
+def _check_reference(value: Any, source: str) -> None:
+    """``reference``: free text, ``{metric, value, source[, tolerance, dataset, note]}``, or a
+    list of such mappings (one per ``dataset``)."""
+    if value is None or isinstance(value, str):
+        return
+    if isinstance(value, list) and value:
+        for item in value:
+            _check_reference(item, source)
+            if not isinstance(item, dict):
+                raise ConfigError(f"{source}: a reference list holds mappings; received {item!r}.")
+        return
+    shape = "{metric: accuracy, value: 0.9, source: 'Paper 2017, Table 2', tolerance: 0.02}"
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: reference must be text or a mapping like {shape}; "
+                          f"received {value!r}.")  # fmt: skip
+    _unknown(f"{source} reference", value, REFERENCE_KEYS)
+    for key in ("metric", "value", "source"):
+        if key not in value:
+            raise ConfigError(f"{source}: reference needs {key!r} (like {shape}).")
+    if not isinstance(value["metric"], str) or not isinstance(value["source"], str):
+        raise ConfigError(f"{source}: reference metric and source must be text; received "
+                          f"{value['metric']!r}, {value['source']!r}.")  # fmt: skip
+    if value.get("direction", "higher") not in ("higher", "lower"):
+        raise ConfigError(f"{source}: reference direction must be higher or lower (is the "
+                          f"figure a least or a most); received {value['direction']!r}.")  # fmt: skip
+    for key in ("value", "tolerance"):
+        number = value.get(key, 0.0)
+        if key == "tolerance" and number is None:
+            continue
+        if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
+            raise ConfigError(f"{source}: reference {key} must be a number >= 0; received "
+                              f"{number!r}.")  # fmt: skip
+
+
+#: keys of a structured ``reference`` (``note``: what differs from the paper and why)
+REFERENCE_KEYS = ("metric", "value", "source", "tolerance", "direction", "dataset", "note")
+
+
 def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
     """Check keys and types of a config; returns a deep copy with defaults filled in."""
     config = {k: copy.deepcopy(v) for k, v in config.items() if k not in RUN_KEYS}
@@ -209,9 +290,22 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
     for key in ("epochs", "batch_size"):
         if isinstance(fit[key], bool) or not isinstance(fit[key], int) or fit[key] < 1:
             raise ConfigError(f"{source}: fit.{key} must be a positive int; received {fit[key]!r}.")
+    build_callbacks(fit.get("callbacks"), source)  # checks names and arguments now
+    if task == "instance" and (fit.get("callbacks") or fit.get("restore_best")):
+        raise ConfigError(
+            f"{source}: fit.callbacks and fit.restore_best are not available for task "
+            "'instance' (Mask R-CNN trains with its own loop); use compile.lr_schedule."
+        )
+    best = fit.get("restore_best")
+    if best is not None and (not isinstance(best, str) or not best):
+        raise ConfigError(
+            f"{source}: fit.restore_best must be a log name such as loss or val_accuracy; "
+            f"received {best!r}."
+        )
     vs = fit["validation_split"]
     if not isinstance(vs, int | float) or not 0 <= vs < 1:
         raise ConfigError(f"{source}: fit.validation_split must be in [0, 1); received {vs!r}.")
+    _check_reference(config.get("reference"), source)
     config.setdefault("seed", 0)
     config.setdefault("name", Path(source).stem)
     return config

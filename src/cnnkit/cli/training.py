@@ -20,6 +20,7 @@ from cnnkit._core.errors import CnnkitError, ConfigError
 from cnnkit.cli import run_folder
 from cnnkit.cli.datasets import TaskData, load_data
 from cnnkit.cli.plots import make_plots
+from cnnkit.cli.recipes import build_callbacks
 from cnnkit.cli.scores import score
 
 #: the classes a model predicts, by task: Mask R-CNN's labels 1..K leave out classes[0]
@@ -178,6 +179,24 @@ def _callbacks(
     return cbs
 
 
+def restore_best(model, checkpoints: Path, monitor: str) -> None:
+    """``fit.restore_best``: put back the weights of the epoch with the best ``monitor``,
+    which ModelCheckpoint kept in ``checkpoints/best/`` (so a resumed run restores the
+    best epoch of the whole run, not only of its resumed part)."""
+    from cnnkit.train.checkpoint import read_checkpoint_info
+    from cnnkit.train.loading import load
+
+    best = checkpoints / "best"
+    info = read_checkpoint_info(best)
+    saved = info.get("extra", {}).get("monitor")
+    if saved != monitor:
+        raise CnnkitError(
+            f"{best} holds the best epoch by {saved!r}, not by fit.restore_best {monitor!r}."
+        )
+    model._net.load_state_dict(load(best)._net.state_dict())
+    log.info("restored the weights of epoch %s (best %s)", info.get("epoch"), monitor)
+
+
 # ------------------------------------------------------------------------ train
 
 
@@ -227,7 +246,7 @@ def train(
         argv = saved.get("command", "cnnkit").split()[1:]
     run_folder.write_config(run, record, argv)
     fit = config["fit"]
-    monitor = "val_loss" if fit["validation_split"] > 0 else "loss"
+    monitor = fit.get("restore_best") or ("val_loss" if fit["validation_split"] > 0 else "loss")
     start = time.perf_counter()
     history = model.fit(
         data.x_train,
@@ -235,13 +254,18 @@ def train(
         batch_size=fit["batch_size"],
         epochs=fit["epochs"],
         validation_split=fit["validation_split"],
-        callbacks=_callbacks(run, monitor, resume, checkpoint_every, checkpoint_minutes),
+        callbacks=[
+            *build_callbacks(fit.get("callbacks"), config["name"]),
+            *_callbacks(run, monitor, resume, checkpoint_every, checkpoint_minutes),
+        ],
         verbose=verbose,
         resume_from=str(run / run_folder.CHECKPOINTS) if resume else None,
     )
     seconds = time.perf_counter() - start
     (run / "report.html").unlink(missing_ok=True)  # written last: marks a finished run
     run_folder.write_history(run / run_folder.HISTORY, history.history)
+    if fit.get("restore_best"):
+        restore_best(model, run / run_folder.CHECKPOINTS, fit["restore_best"])
     model.save(run, overwrite=True)
     metrics = score(model, config, data, history)
     metrics["train_seconds"] = seconds

@@ -35,6 +35,7 @@ from cnnkit.train.checkpoint import (
     save_training_state,
 )
 from cnnkit.train.schedules import (
+    KerasPlateau,
     Schedule,
     cosine,
     current_lr,
@@ -53,6 +54,7 @@ __all__ = [
     "EarlyStopping",
     "LearningRateScheduler",
     "ModelCheckpoint",
+    "ReduceLROnPlateau",
     "Schedule",
     "TensorBoard",
     "cosine",
@@ -559,3 +561,80 @@ class LearningRateScheduler(Callback):
             group["lr"] = float(lr)
         if self.verbose:
             log.info("epoch %d: learning rate %.6g", epoch + 1, lr)
+
+
+class ReduceLROnPlateau(Callback):
+    """Keras' ``ReduceLROnPlateau``: multiply the learning rate by ``factor`` once
+    ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs,
+    then wait ``cooldown`` epochs; never below ``min_lr``. Same arguments, defaults and
+    epoch-by-epoch rule as Keras 3 (see :class:`cnnkit.train.schedules.KerasPlateau`).
+
+    Wang et al. (2017)'s time-series schedule:
+    ``ReduceLROnPlateau(monitor='loss', factor=0.5, patience=50, min_lr=1e-4)``.
+
+    The rule is installed as the model's scheduler, so ``fit`` steps it after each
+    epoch's validation (before other callbacks see the epoch) and training checkpoints
+    save and restore its state. It cannot be combined with ``compile(lr_schedule=...)``.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        verbose: int = 0,
+        mode: str = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ) -> None:
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < 1:
+            raise ConfigError(
+                f"ReduceLROnPlateau factor must be a number in (0, 1); received {factor!r}."
+            )
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(
+                    f"ReduceLROnPlateau {name} must be an int >= 0; received {value!r}."
+                )
+        if (
+            isinstance(min_lr, bool)
+            or not isinstance(min_lr, int | float)
+            or not (math.isfinite(min_lr) and min_lr >= 0)
+        ):
+            raise ConfigError(
+                f"ReduceLROnPlateau min_lr must be a number >= 0; received {min_lr!r}."
+            )
+        self._monitor = _Monitor("ReduceLROnPlateau", monitor, mode, min_delta)
+        self.monitor, self.mode = monitor, mode
+        self.factor, self.patience, self.verbose = float(factor), patience, verbose
+        self.min_delta, self.cooldown, self.min_lr = abs(min_delta), cooldown, float(min_lr)
+        self.scheduler: KerasPlateau | None = None
+
+    def on_train_begin(self, logs=None) -> None:
+        current = getattr(self.model, "scheduler", None)
+        if current is not None and current is not self.scheduler:
+            raise ConfigError(
+                "ReduceLROnPlateau would replace the lr_schedule given to compile(); use one "
+                "of the two."
+            )
+        self._monitor.resolve(self.model)
+        self.scheduler = KerasPlateau(
+            self.model.optimizer, self.monitor, self._monitor.direction, self.factor,
+            self.patience, self.min_delta, self.cooldown, self.min_lr,
+        )  # fmt: skip
+        self.model.scheduler = self.scheduler
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        sched = self.scheduler
+        if (
+            self.verbose
+            and sched
+            and sched.reductions
+            and sched.reductions[-1][0] == sched.epochs_seen
+        ):
+            log.info(
+                "epoch %d: ReduceLROnPlateau reducing the learning rate to %.6g",
+                epoch + 1,
+                sched.reductions[-1][1],
+            )

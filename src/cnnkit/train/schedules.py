@@ -270,9 +270,91 @@ def step_batch(scheduler: Any) -> None:
         step()
 
 
+class KerasPlateau:
+    """Keras' ``ReduceLROnPlateau`` rule as a scheduler ``fit`` steps at the end of every
+    epoch (built by :class:`cnnkit.callbacks.ReduceLROnPlateau`).
+
+    Each epoch, in Keras' order: a running cooldown counts down (and clears the wait);
+    an improvement of more than ``min_delta`` over the best value so far resets the
+    wait; otherwise, out of cooldown, the wait grows, and when it reaches ``patience``
+    every parameter group's rate becomes ``max(lr * factor, min_lr)`` (if it is above
+    ``min_lr``) and the cooldown starts. Unlike ``torch``'s ``ReduceLROnPlateau`` (used
+    by :func:`reduce_on_plateau`), ``patience=p`` reduces after ``p`` epochs without
+    improvement, not ``p + 1``. ``state_dict`` makes it part of training checkpoints.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        monitor: str,
+        direction: str,
+        factor: float,
+        patience: int,
+        min_delta: float,
+        cooldown: int,
+        min_lr: float,
+    ) -> None:
+        self.optimizer = optimizer
+        self.cnnkit_monitor = monitor
+        self.direction = direction
+        self.factor, self.patience, self.min_delta = factor, patience, abs(min_delta)
+        self.cooldown, self.min_lr = cooldown, min_lr
+        self.best: float | None = None
+        self.wait = 0
+        self.cooldown_counter = 0
+        self.reductions: list[tuple[int, float]] = []  # (epoch count, new lr)
+        self.epochs_seen = 0
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.direction == "min":
+            return value + self.min_delta < self.best
+        return value - self.min_delta > self.best
+
+    def step(self, value: float) -> None:
+        value = float(value)
+        self.epochs_seen += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best = value
+            self.wait = 0
+            return
+        if self.cooldown_counter > 0:
+            return
+        self.wait += 1
+        if self.wait < self.patience:
+            return
+        reduced = False
+        for group in self.optimizer.param_groups:
+            old = float(group["lr"])
+            if old > self.min_lr * (1 + 1e-6):  # at min_lr (up to float32 rounding): stay
+                group["lr"] = max(old * self.factor, self.min_lr)
+                reduced = True
+        if reduced:
+            self.reductions.append((self.epochs_seen, current_lr(self.optimizer)))
+            self.cooldown_counter = self.cooldown
+            self.wait = 0
+
+    _STATE = ("best", "wait", "cooldown_counter", "epochs_seen")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: getattr(self, k) for k in self._STATE}
+        state["reductions"] = [list(r) for r in self.reductions]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in self._STATE:
+            if key in state:
+                setattr(self, key, state[key])
+        self.reductions = [(int(e), float(lr)) for e, lr in state.get("reductions", [])]
+
+
 def step_scheduler(scheduler: Any, logs: dict[str, float]) -> None:
     """One end-of-epoch step: plateau schedulers get the monitored value from ``logs``."""
-    if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+    if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau | KerasPlateau):
         monitor = getattr(scheduler, "cnnkit_monitor", "val_loss")
         if monitor not in logs:
             raise ConfigError(
