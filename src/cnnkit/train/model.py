@@ -363,6 +363,7 @@ class Workflow:
             initial_epoch = initial_epoch if resumed is None else resumed
         resume_at = self.__dict__.pop("_resume_position", None) or {}  # a mid-epoch position
         progress = self._progress = Progress(resume_at.get("global_step", 0), initial_epoch)
+        progress.task = task
         stop = self.__dict__["_stop_signals"]  # SIGTERM/SIGINT: stop after the step
         stop.ctx = self._dist
         for epoch in range(initial_epoch, epochs):
@@ -373,6 +374,9 @@ class Workflow:
             task.reset(self)
             total_loss = torch.zeros((), device=self.device)
             skip, seen = progress.begin_epoch(epoch, self._metrics, total_loss, resume_at)
+            if skip:  # inside the epoch: the rate it began with (warm-up changes it per step)
+                self.epoch_learning_rate = resume_at.get("learning_rate", self.epoch_learning_rate)
+            progress.learning_rate = self.epoch_learning_rate
             shown = verbose if self._dist.is_main else 0  # torchrun: rank 0 only
             bar = ProgressBar(train.num_batches(batch_size), epoch + 1, epochs, shown)
             with task.running(self):

@@ -38,6 +38,10 @@ class Progress:
         self.total_loss: torch.Tensor | None = None
         self.epoch_rng: torch.Tensor | None = None
         self.metrics: Sequence[Any] = ()
+        #: the task whose running sums (e.g. Mask R-CNN's named losses) a checkpoint keeps
+        self.task: Any = None
+        #: the learning rate the epoch began with (logged as the epoch's rate)
+        self.learning_rate: float | None = None
 
     def begin_epoch(
         self,
@@ -64,6 +68,8 @@ class Progress:
                 continue
             for name, value in state.items():
                 setattr(m, name, value.to(getattr(m, name).device))
+        if self.task is not None:
+            self.task.restore_running_state(resume_at.get("task") or {}, total_loss.device)
         self.epoch_rng = resume_at["epoch_rng"]
         self.step, self.seen = int(resume_at["step"]), int(resume_at["seen"])
         return self.step, self.seen
@@ -88,6 +94,10 @@ class Progress:
             out["total_loss"] = self.total_loss.detach().to("cpu", torch.float64)
             out["epoch_rng"] = self.epoch_rng
             out["metrics"] = [_metric_state(m) for m in self.metrics]
+            if self.task is not None:
+                out["task"] = self.task.running_state()
+            if self.learning_rate is not None:
+                out["learning_rate"] = float(self.learning_rate)
         return out
 
 

@@ -131,6 +131,13 @@ class SupervisedHeads:
         for m in wf._metrics:
             m.reset()
 
+    def running_state(self) -> dict[str, Any]:
+        """What a mid-epoch checkpoint keeps of this epoch's sums (metrics: by Progress)."""
+        return {}
+
+    def restore_running_state(self, state: dict[str, Any], device: torch.device) -> None:
+        """Put :meth:`running_state`'s sums back when resuming inside an epoch."""
+
     def batch_loss(self, wf: Any, module: nn.Module, xb: Any, yb: Any) -> tuple[torch.Tensor, int]:
         """Forward pass, the (weighted) loss and the metric updates of one batch."""
         xb = wf._to_input(xb)
@@ -392,6 +399,15 @@ class SelfLoss:
 
     def reset(self, wf: Any) -> None:
         self._sums, self._seen = {}, 0
+
+    def running_state(self) -> dict[str, Any]:
+        """This epoch's sums of the named losses (float64 holds float32 sums exactly)."""
+        sums = {k: v.detach().to("cpu", torch.float64) for k, v in self._sums.items()}
+        return {"seen": self._seen, "sums": sums}
+
+    def restore_running_state(self, state: dict[str, Any], device: torch.device) -> None:
+        self._seen = int(state.get("seen", 0))
+        self._sums = {k: v.to(device, torch.float32) for k, v in (state.get("sums") or {}).items()}
 
     def _inputs(self, wf: Any, xb: Any, yb: Any, device: torch.device | None = None):
         device = wf.device if device is None else device
