@@ -163,6 +163,13 @@ def _yaml(tmp, text):
 X28 = torch.zeros(4, 1, 28, 28)
 Y4 = torch.tensor([0, 1, 2, 3])
 
+
+def _a_file(folder: Path) -> str:
+    path = folder / "not-a-checkpoint.txt"
+    path.write_text("a file, not a checkpoint folder")
+    return str(path)
+
+
 CASES = [
     # ---------------------------------------------------------------- arithmetic
     Case("conv-inexact", lambda t: A.conv_output_size(7, 3, stride=3), ShapeError, "2.33"),
@@ -259,8 +266,9 @@ CASES = [
     Case("unknown-optimizer", lambda t: _fit(X28, Y4, optimizer="adamm"), ConfigError, "adamm"),
     Case("compile-without-loss", lambda t: cnnkit.Model(create("mnist_cnn")).compile(),
          ConfigError, "loss"),
-    Case("resume-from-nowhere", lambda t: _fit(X28, Y4, resume_from=str(t / "nothing")),
-         CnnkitError, "nothing"),
+    # (a missing or empty folder starts the run: a relaunch before the first checkpoint)
+    Case("resume-from-a-file", lambda t: _fit(X28, Y4, resume_from=_a_file(t)),
+         CnnkitError, "is a file"),
     # ---------------------------------------------------------------- data readers
     Case("idx-truncated", _idx_bytes, CnnkitError, "t10k-images-idx3-ubyte"),
     Case("idx-bad-magic", _idx_magic, CnnkitError, "bad.idx"),

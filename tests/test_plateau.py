@@ -188,7 +188,8 @@ def _config(tmp_path, fit="", extra="", name="c.yaml"):
 
 
 def test_recipe_restore_best_tests_the_best_training_loss_epoch(tmp_path):
-    from cnnkit.train.checkpoint import load, read_checkpoint_info
+    from cnnkit.train.checkpoint import read_checkpoint_info
+    from cnnkit.train.loading import load
 
     cfg = _config(tmp_path, fit="restore_best: loss, callbacks: [{name: ReduceLROnPlateau, "
                   "args: {monitor: loss, factor: 0.5, patience: 1}}]")  # fmt: skip

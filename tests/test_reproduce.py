@@ -46,8 +46,8 @@ def test_interrupted_reproduction_resumes_and_summary_equals_numpy(tmp_path, con
     original = training._callbacks
     calls = []
 
-    def interrupt_seed_5(run, monitor, resume):
-        cbs = original(run, monitor, resume)
+    def interrupt_seed_5(run, monitor, resume, *checkpoint_every):
+        cbs = original(run, monitor, resume, *checkpoint_every)
         calls.append(run.name)
         if run.name == "seed-5" and not resume:
             cbs.append(Interrupt())  # after the checkpoint of epoch 1 of 2
