@@ -33,6 +33,11 @@ class OutputHead:
             return torch.sigmoid(logits.float())
         return logits
 
+    def logits(self, out: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of an output produced under :func:`emit_logits`: the output
+        itself for a switchable head, recovered from the activation otherwise."""
+        return out.float() if self.switchable else self.to_logits(out)
+
     def to_logits(self, out: torch.Tensor) -> torch.Tensor:
         """Logits from an output that is still activated (fallback when not switchable)."""
         out = out.float()

@@ -35,9 +35,7 @@ def activated(head: OutputHead, out: torch.Tensor) -> torch.Tensor:
     """``out`` (Tensor[N, K, ...]) as a user reads it: float32, with the head's final
     activation applied in fp32 (to the logits of a switchable head, to the renormalised
     log-probabilities of one that could not be switched)."""
-    if head.kind is None:
-        return out.float()
-    return head.activate(out.float() if head.switchable else head.to_logits(out))
+    return head.activate(head.logits(out))  # no activation: the float32 output itself
 
 
 def runtime_record(workflow: Any) -> dict[str, Any] | None:

@@ -179,7 +179,7 @@ class SupervisedHeads:
         for head, o, t, fn, on_logits, w in zip(
             wf._heads, outs, ys, wf._loss_fns, wf._loss_on_logits, wf._loss_weights
         ):
-            logits = o.float() if head.switchable else head.to_logits(o)
+            logits = head.logits(o)
             act = head.activate(logits)  # fp32 (also renormalises a non-switchable softmax)
             value = fn(logits if on_logits else act, t)
             total = value * w if total is None else total + value * w
