@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 import cnnkit
 from cnnkit import CnnkitError, ConfigError, ShapeError, losses, metrics
 from cnnkit import layers as L
 from cnnkit.models import create
 from cnnkit.ops import arithmetic as A
+from cnnkit.train.optimizers import Named
 
 HINT = re.compile(
     r"expect|did you mean|must|should|needs?\b|pass |use |one of|accepts?|try|choose|"
@@ -170,6 +172,44 @@ def _a_file(folder: Path) -> str:
     return str(path)
 
 
+def _compiled(optimizer="adam", **kw):
+    model = cnnkit.Model(create("mnist_cnn"))
+    return model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                         device="cpu", **kw)  # fmt: skip
+
+
+def _fit_args(**kw):
+    return _compiled().fit(X28, Y4, verbose=0, **{"epochs": 1, **kw})
+
+
+def _instance_with_rate(rate):
+    module = create("mnist_cnn")
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    optimizer.param_groups[0]["lr"] = rate  # changed after torch checked it
+    return cnnkit.Model(module).compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                                        device="cpu")  # fmt: skip
+
+
+def _batchnorm_net():
+    net = cnnkit.Sequential([L.Flatten(input_shape=(1, 4, 4)), L.Dense(8),
+                             L.BatchNormalization(), L.Dense(3)])  # fmt: skip
+    return net.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", device="cpu")
+
+
+class _NamedImages(torch.utils.data.Dataset):
+    """Images labelled with class names, not ids."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return X28[i], ["cat", "dog"][i % 2]
+
+
+X9 = torch.rand(9, 1, 4, 4)
+Y9 = torch.arange(9) % 3
+
+
 CASES = [
     # ---------------------------------------------------------------- arithmetic
     Case("conv-inexact", lambda t: A.conv_output_size(7, 3, stride=3), ShapeError, "2.33"),
@@ -297,6 +337,56 @@ CASES = [
          "recipe.yaml"),
     Case("yaml-python-tag", lambda t: _yaml(t, "model: !!python/object/apply:os.system [ls]\n"),
          ConfigError, "recipe.yaml"),
+    # ---------------------------------------------------------------- issue 22: the training API's raw errors
+    Case("fit-string-labels", lambda t: _fit(X28, np.array(["cat", "dog", "cat", "dog"])),
+         ConfigError, "<U3"),
+    Case("fit-list-of-string-labels", lambda t: _fit(X28, ["cat", "dog", "cat", "dog"]),
+         ConfigError, "'cat'"),
+    Case("fit-object-labels", lambda t: _fit(X28, np.array(["cat", 1, 2, 3], dtype=object)),
+         ConfigError, "dtype object"),
+    Case("fit-string-inputs", lambda t: _fit(np.array(["a.png"] * 4), Y4), ConfigError, "<U5"),
+    Case("fit-dataset-string-labels", lambda t: _fit(_NamedImages(), None), ConfigError,
+         "'cat'"),
+    Case("evaluate-string-labels", lambda t: _compiled().evaluate(X28, np.array(["a", "b"] * 2)),
+         ConfigError, "<U1"),
+    Case("predict-string-inputs", lambda t: _compiled().predict(["img1", "img2"]), ConfigError,
+         "'img1'"),
+    Case("fit-float-batch-size", lambda t: _fit(X28, Y4, batch_size=32.0), ConfigError, "32.0"),
+    Case("fit-bool-batch-size", lambda t: _fit(X28, Y4, batch_size=True), ConfigError, "True"),
+    Case("fit-string-batch-size", lambda t: _fit(X28, Y4, batch_size="32"), ConfigError, "'32'"),
+    Case("evaluate-float-batch-size", lambda t: _compiled().evaluate(X28, Y4, batch_size=2.0),
+         ConfigError, "2.0"),
+    Case("predict-float-batch-size", lambda t: _compiled().predict(X28, batch_size=2.5),
+         ConfigError, "2.5"),
+    Case("compile-negative-learning-rate", lambda t: _compiled(learning_rate=-0.1), ConfigError,
+         "-0.1"),
+    Case("compile-nan-learning-rate", lambda t: _compiled(learning_rate=math.nan), ConfigError,
+         "nan"),
+    Case("compile-learning-rate-as-option", lambda t: _compiled(Named("sgd", lr=-0.1)),
+         ConfigError, "-0.1"),
+    Case("compile-negative-momentum", lambda t: _compiled(Named("sgd", momentum=-0.5)),
+         ConfigError, "-0.5"),
+    Case("compile-optimizer-instance-negative-rate", lambda t: _instance_with_rate(-1.0),
+         ConfigError, "-1.0"),
+    Case("fit-optimizer-callable-negative-rate", lambda t: _fit(
+        X28, Y4, optimizer=lambda p: torch.optim.SGD(p, lr=-0.1)), ConfigError, "-0.1"),
+    Case("fit-batchnorm-batch-of-one", lambda t: _batchnorm_net().fit(X9, Y9, batch_size=4,
+         verbose=0), ConfigError, "batch_size=4"),
+    Case("fit-drop-last-leaves-no-batch", lambda t: _batchnorm_net().fit(
+        X9, Y9, batch_size=16, drop_last=True, verbose=0), ConfigError, "batch_size=16"),
+    Case("fit-drop-last-with-a-dataloader", lambda t: _batchnorm_net().fit(
+        DataLoader(TensorDataset(X9, Y9), batch_size=4), drop_last=True, verbose=0),
+         ConfigError, "DataLoader"),
+    Case("fit-drop-last-not-a-bool", lambda t: _fit(X28, Y4, drop_last="yes"), ConfigError,
+         "'yes'"),
+    Case("fit-negative-epochs", lambda t: _fit_args(epochs=-1), ConfigError, "-1"),
+    Case("fit-float-epochs", lambda t: _fit_args(epochs=2.5), ConfigError, "2.5"),
+    Case("fit-bool-epochs", lambda t: _fit_args(epochs=True), ConfigError, "True"),
+    Case("fit-initial-epoch-past-epochs", lambda t: _fit_args(epochs=2, initial_epoch=5),
+         ConfigError, "initial_epoch=5"),
+    Case("fit-negative-initial-epoch", lambda t: _fit_args(initial_epoch=-1), ConfigError, "-1"),
+    Case("fit-validation-split-string", lambda t: _fit(X28, Y4, validation_split="0.2"),
+         ConfigError, "'0.2'"),
 ]  # fmt: skip
 
 
@@ -309,6 +399,89 @@ def test_bad_input_is_explained(case, tmp_path):
     message = str(err)
     assert case.value.lower() in message.lower(), f"{case.value!r} not named in: {message}"
     assert HINT.search(message), f"no hint in: {message}"
+
+
+# ---------------------------------------------------------------- issue 22: the good neighbours
+
+
+def _small_net(batchnorm=False):
+    torch.manual_seed(0)
+    norm = [L.BatchNormalization()] if batchnorm else []
+    net = cnnkit.Sequential([L.Conv2D(4, 3, input_shape=(1, 8, 8)), L.Flatten(), L.Dense(8),
+                             *norm, L.Dense(3)])  # fmt: skip
+    return net.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", device="cpu")
+
+
+def test_float16_float64_and_half_tensor_inputs_train_as_float32():
+    """Inputs are used as float32 (the weights' dtype; fp16 compute is compile's
+    ``precision``): fp16, fp64 and half-tensor inputs give the float32 result."""
+    x16 = np.random.default_rng(0).random((12, 1, 8, 8)).astype(np.float16)
+    x32 = x16.astype(np.float32)  # the same values, exactly
+    y = np.arange(12) % 3
+
+    def run(x):
+        net = _small_net()
+        torch.manual_seed(1)  # the shuffle order
+        history = net.fit(x, y, epochs=2, batch_size=4, verbose=0).history["loss"]
+        return history, net.evaluate(x, y)["loss"], net.predict(x)
+
+    want = run(x32)
+    for x in (x16, x32.astype(np.float64), torch.from_numpy(x16)):
+        got = run(x)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+        assert got[1] == pytest.approx(want[1], rel=1e-6)
+        assert got[2].dtype == np.float32
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-6)
+    assert want[0][1] < want[0][0]  # it trained
+
+
+def test_numpy_integer_batch_size_and_numpy_float_learning_rate_are_taken():
+    """A NumPy integer is an exact int (Keras 3 refuses np.int64; cnnkit took it before
+    and still does); a np.float32 learning rate was refused before issue 22."""
+    net = _small_net()
+    net.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", device="cpu",
+                learning_rate=np.float32(0.05))  # fmt: skip
+    x, y = torch.rand(6, 1, 8, 8), torch.arange(6) % 3
+    seen = []
+
+    class Steps:
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    net.fit(x, y, batch_size=np.int64(2), epochs=1, verbose=0, callbacks=[Steps()])
+    assert len(seen) == 3
+    assert net.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert type(net.optimizer.param_groups[0]["lr"]) is float
+    assert math.isfinite(net.evaluate(x, y, batch_size=np.int32(4))["loss"])
+    assert net.predict(x, batch_size=np.int64(4)).shape == (6, 3)
+
+
+def test_epochs_zero_trains_nothing_as_in_keras():
+    net = _small_net()
+    x, y = torch.rand(6, 1, 8, 8), torch.arange(6) % 3
+    net.fit(x, y, epochs=1, verbose=0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert net.fit(x, y, epochs=0, verbose=0).history == {}
+    assert net.fit(x, y, epochs=3, initial_epoch=3, verbose=0).history == {}
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("dataset", [False, True], ids=["arrays", "dataset"])
+@pytest.mark.parametrize(("n", "drop_last", "steps"), [(9, False, 3), (9, True, 2), (8, True, 2)])
+def test_drop_last_skips_only_a_partial_last_batch(n, drop_last, steps, dataset):
+    x, y = torch.rand(n, 1, 8, 8), torch.arange(n) % 3
+    sizes = []
+
+    class Sizes:
+        def on_train_batch_end(self, batch, logs=None):
+            sizes.append(batch)
+
+    net = _small_net(batchnorm=drop_last)  # with drop_last a batch-norm net trains on 9
+    data = (TensorDataset(x, y), None) if dataset else (x, y)
+    history = net.fit(*data, batch_size=4, epochs=2, drop_last=drop_last, verbose=0,
+                      callbacks=[Sizes()])  # fmt: skip
+    assert sizes == list(range(1, steps + 1)) * 2
+    assert all(math.isfinite(v) for v in history.history["loss"])
 
 
 # ---------------------------------------------------------------- the CLI

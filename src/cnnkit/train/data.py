@@ -16,29 +16,73 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from cnnkit._core.errors import ConfigError, ShapeError
 
+#: NumPy dtype kinds torch takes: bool, signed/unsigned int, float, complex
+_NUMERIC_KINDS = "biufc"
 
-def as_input_tensor(x: Any) -> torch.Tensor:
-    """NumPy array / tensor / nested list -> a float tensor (ints become float32)."""
-    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-    if not t.is_floating_point():
-        t = t.float()
-    elif t.dtype == torch.float64:
+
+def _first_value(arr: np.ndarray) -> str:
+    if not arr.size:
+        return ""
+    first = arr.flat[0]
+    if isinstance(first, str | bytes):
+        text = repr(first[:21])
+        return f", first value {text if len(text) <= 20 else text[:17] + '...'}"
+    return f", first value a {type(first).__name__}"
+
+
+def _as_tensor(x: Any, what: str, targets: bool) -> torch.Tensor:
+    """``x`` as a tensor; strings, objects and ragged lists are a ConfigError naming ``what``."""
+    if isinstance(x, torch.Tensor):
+        return x
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise ConfigError(
+            f"{what} cannot be made into one array ({str(err)[:150]}); pass a NumPy array or "
+            "tensor whose samples all have the same shape."
+        ) from None
+    if arr.dtype.kind not in _NUMERIC_KINDS:
+        held = {"U": "strings", "S": "bytes", "O": "Python objects"}.get(arr.dtype.kind, "values")
+        works = (
+            "integer class ids (0 to C-1) or float targets (one-hot, regression); map class "
+            "names to ids first, e.g. classes, y = np.unique(y, return_inverse=True)"
+            if targets
+            else "a float or int array or tensor (e.g. images as N x C x H x W), a Dataset or "
+            "a DataLoader; decode files and text into numbers first"
+        )
+        raise ConfigError(
+            f"{what} holds {held} (dtype {arr.dtype}{_first_value(arr)}); cnnkit needs "
+            f"numbers: pass {works}."
+        )
+    return torch.as_tensor(arr)
+
+
+def as_input_tensor(x: Any, what: str = "x") -> torch.Tensor:
+    """NumPy array / tensor / nested list -> a float32 tensor.
+
+    Ints, float64, float16 and bfloat16 become float32: the weights are float32, and
+    fp16/bf16 compute is chosen by ``compile(precision=...)``, not by the input dtype.
+    Strings and Python objects are a ConfigError naming ``what``.
+    """
+    t = _as_tensor(x, what, targets=False)
+    if t.dtype != torch.float32:
         t = t.float()
     return t
 
 
-def as_target_tensor(y: Any) -> torch.Tensor:
-    """Targets: integer class indices stay int64, everything else float32."""
-    t = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+def as_target_tensor(y: Any, what: str = "y") -> torch.Tensor:
+    """Targets: integer class indices stay int64, everything else float32; strings and
+    Python objects are a ConfigError naming ``what``."""
+    t = _as_tensor(y, what, targets=True)
     if t.dtype in (torch.int8, torch.int16, torch.int32, torch.uint8, torch.int64, torch.bool):
         return t.long()
     return t.float()
 
 
-def _as_targets(y: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+def _as_targets(y: Any, what: str = "y") -> torch.Tensor | tuple[torch.Tensor, ...]:
     if isinstance(y, (list, tuple)) and y and isinstance(y[0], (np.ndarray, torch.Tensor)):
-        return tuple(as_target_tensor(t) for t in y)
-    return as_target_tensor(y)
+        return tuple(as_target_tensor(t, what) for t in y)
+    return as_target_tensor(y, what)
 
 
 def _length(y: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
@@ -94,6 +138,9 @@ class InMemory:
         y_tr = None if self.y is None else _index(self.y, slice(0, cut))
         y_va = None if self.y is None else _index(self.y, slice(cut, n))
         return InMemory(self.x[:cut], y_tr), InMemory(self.x[cut:], y_va)
+
+
+_BATCH_X, _BATCH_Y = "the inputs of a batch", "the targets of a batch"
 
 
 @dataclass
@@ -161,14 +208,15 @@ class Loader:
     def _converted(batches: Iterator[Any]) -> Iterator[tuple]:
         for batch in batches:
             if isinstance(batch, (list, tuple)):
+                x = as_input_tensor(batch[0], _BATCH_X)
                 if len(batch) == 1:
-                    yield as_input_tensor(batch[0]), None
+                    yield x, None
                 elif len(batch) == 2:
-                    yield as_input_tensor(batch[0]), _as_targets(batch[1])
+                    yield x, _as_targets(batch[1], _BATCH_Y)
                 else:
-                    yield as_input_tensor(batch[0]), tuple(as_target_tensor(t) for t in batch[1:])
+                    yield x, tuple(as_target_tensor(t, _BATCH_Y) for t in batch[1:])
             else:
-                yield as_input_tensor(batch), None
+                yield as_input_tensor(batch, _BATCH_X), None
 
     def num_batches(self, batch_size: int) -> int:
         return len(self._loader(batch_size, False))
@@ -210,8 +258,8 @@ def make_source(
     else:
         if isinstance(x, Sequence) and len(x) == 2 and y is None and not isinstance(x, str):
             x, y = x  # (x, y) tuples, as validation_data
-        xt = as_input_tensor(x)
-        yt = None if y is None else _as_targets(y)
+        xt = as_input_tensor(x, what)
+        yt = None if y is None else _as_targets(y, "y" if what == "x" else f"{what}'s targets")
         if yt is not None and _length(yt) != len(xt):
             raise ShapeError(f"x has {len(xt)} samples but y has {_length(yt)}; they must match.")
         src = InMemory(xt, yt)

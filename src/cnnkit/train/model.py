@@ -27,6 +27,13 @@ import torch
 from torch import nn
 
 from cnnkit._core.errors import CnnkitError, ConfigError, ShapeError
+from cnnkit.train.arguments import (
+    BATCH_OF_ONE,
+    batch_of_one_error,
+    check_batch_size,
+    check_drop_last,
+    check_fit_arguments,
+)
 from cnnkit.train.callbacks import CallbackList
 from cnnkit.train.checkpoint import load_module, resume_training, save_model
 from cnnkit.train.data import InMemory, Loader, as_input_tensor
@@ -34,7 +41,7 @@ from cnnkit.train.distributed import SINGLE, DistContext, build_step_modules, se
 from cnnkit.train.fastpath import configure as configure_fast_path
 from cnnkit.train.fastpath import enabled_by_env, optimizer_description
 from cnnkit.train.heads import OutputHead, trace_heads
-from cnnkit.train.optimizers import check_learning_rate, make_optimizer
+from cnnkit.train.optimizers import check_optimizer, make_optimizer
 from cnnkit.train.precision import PRECISIONS, Precision, resolve_device, resolve_precision
 from cnnkit.train.progress import ProgressBar
 from cnnkit.train.run_state import Progress, epoch_batches, sync_newest_checkpoint
@@ -154,7 +161,7 @@ class Workflow:
         """
         self.__dict__["_task_ref"] = task_for(self._net)
         self._task.compile(self, loss, loss_weights, metrics)
-        check_learning_rate(learning_rate)
+        check_optimizer(optimizer, learning_rate)  # rates, names, options: now, not at fit
         if global_clipnorm is not None and not (
             isinstance(global_clipnorm, int | float) and math.isfinite(global_clipnorm)
             and global_clipnorm > 0
@@ -169,7 +176,7 @@ class Workflow:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.needs_grad_scaler else None
         self._net.to(self.device)
         self._optimizer_spec = optimizer
-        self._lr = learning_rate
+        self._lr = None if learning_rate is None else float(learning_rate)
         self.optimizer: torch.optim.Optimizer | None = None
         if isinstance(optimizer, torch.optim.Optimizer):
             self.optimizer = optimizer
@@ -321,6 +328,7 @@ class Workflow:
         verbose: int = 1,
         initial_epoch: int = 0,
         resume_from: str | None = None,
+        drop_last: bool = False,
     ) -> History:
         """Train for ``epochs`` epochs; returns a :class:`History`.
 
@@ -331,12 +339,16 @@ class Workflow:
         ``callbacks`` are ``cnnkit.callbacks`` (or any object with Keras' hooks);
         ``resume_from=dirpath`` continues from ``ModelCheckpoint(dirpath)``'s last
         checkpoint (weights, optimizer, schedule, history, shuffle seed, RNG states).
+
+        ``epochs`` is the epoch to stop at (Keras' meaning: ``initial_epoch <= epochs``;
+        0 trains nothing). ``drop_last=True`` skips each epoch's last batch when it is
+        partial, e.g. a batch of one sample, on which BatchNormalization cannot train.
+        Inputs are used as float32 whatever their dtype (float16, float64, ints).
         """
         self._require_compiled()
-        if not 0.0 <= validation_split < 1.0:
-            raise ConfigError(f"validation_split must be in [0, 1); received {validation_split}.")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be positive; received {batch_size}.")
+        batch_size, epochs, initial_epoch = check_fit_arguments(
+            batch_size, epochs, initial_epoch, validation_split, drop_last
+        )
         pin = self.device.type == "cuda"  # Datasets: pinned batches overlap the copy
         task = self._task  # what differs between tasks: batches, loss, logs
         train = task.source(x, y, pin_memory=pin)
@@ -348,6 +360,9 @@ class Workflow:
         first_x = next(iter(train.batches(2, False)))[0]
         self._prepare(first_x)
         train = self._dist.shard(train)  # torchrun: this rank's share of every epoch
+        samples = len(train)
+        if drop_last:
+            check_drop_last(x, samples, batch_size)
         history = History()
         self.history = history  # ModelCheckpoint saves it as it grows
         callbacks = CallbackList(callbacks, model=self)
@@ -378,13 +393,21 @@ class Workflow:
                 self.epoch_learning_rate = resume_at.get("learning_rate", self.epoch_learning_rate)
             progress.learning_rate = self.epoch_learning_rate
             shown = verbose if self._dist.is_main else 0  # torchrun: rank 0 only
-            bar = ProgressBar(train.num_batches(batch_size), epoch + 1, epochs, shown)
+            drop = drop_last and samples % batch_size != 0  # the last, partial batch
+            bar = ProgressBar(train.num_batches(batch_size) - drop, epoch + 1, epochs, shown)
             with task.running(self):
                 for step, (xb, yb) in enumerate(
                     epoch_batches(train, batch_size, shuffle, order_gen, skip, progress),
                     start=skip + 1,
                 ):
-                    loss, n = task.batch_loss(self, module, xb, yb)  # forward, loss, metrics
+                    if drop and len(xb) < batch_size:
+                        break
+                    try:
+                        loss, n = task.batch_loss(self, module, xb, yb)  # forward, loss, metrics
+                    except ValueError as err:  # BatchNormalization on one sample
+                        if BATCH_OF_ONE not in str(err):
+                            raise
+                        raise batch_of_one_error(err, samples, batch_size, x) from None
                     self.optimizer.zero_grad(set_to_none=True)
                     self._backward_step(loss)
                     step_batch(self.scheduler)  # per-iteration schedules (warm-up)
@@ -436,6 +459,7 @@ class Workflow:
         computes its own losses ``{'loss': ..., 'bbox': {...}, 'segm': {...}}`` with the
         COCO figures of :func:`cnnkit.metrics.detection_map` (``map``, ``map_50``, ...)."""
         self._require_compiled()
+        batch_size = check_batch_size(batch_size)
         src = (
             _source
             if _source is not None
@@ -456,6 +480,7 @@ class Workflow:
         class probabilities sum to 1 within 1e-6), raw outputs otherwise. A detection
         model gives one dict per image: ``boxes``, ``labels``, ``scores``, ``masks``
         (``Tensor[D, H, W]`` bool: the mask probabilities binarised at 0.5)."""
+        batch_size = check_batch_size(batch_size)
         src = self._task.predict_source(x)
         if self._compiled and self._heads is None:
             self._prepare(next(iter(src.batches(2, False)))[0])  # memory format, heads

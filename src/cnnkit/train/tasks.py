@@ -257,7 +257,7 @@ class Items(Sequence):
 
 
 def _image(x: Any, i: int) -> torch.Tensor:
-    t = as_input_tensor(x)
+    t = as_input_tensor(x, f"image {i}")
     if t.dim() != 3:
         raise ShapeError(
             f"images must be Tensor[C, H, W] each (or one Tensor[N, C, H, W]); image {i} has "
