@@ -30,6 +30,7 @@ from cnnkit import layers as L
 from cnnkit.models import create
 from cnnkit.ops import arithmetic as A
 from cnnkit.train.optimizers import Named
+from cnnkit.train.schedules import cosine
 
 HINT = re.compile(
     r"expect|did you mean|must|should|needs?\b|pass |use |one of|accepts?|try|choose|"
@@ -366,6 +367,8 @@ CASES = [
          ConfigError, "-0.1"),
     Case("compile-negative-momentum", lambda t: _compiled(Named("sgd", momentum=-0.5)),
          ConfigError, "-0.5"),
+    Case("schedule-negative-floor", lambda t: _compiled(lr_schedule=cosine(10, eta_min=-0.1)),
+         ConfigError, "-0.1"),
     Case("compile-optimizer-instance-negative-rate", lambda t: _instance_with_rate(-1.0),
          ConfigError, "-1.0"),
     Case("fit-optimizer-callable-negative-rate", lambda t: _fit(
