@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -205,7 +206,7 @@ class _Source:
                     for info in tar:
                         if info.name in wanted and info.isfile():
                             self._cache[info.name] = tar.extractfile(info).read()
-            except (tarfile.TarError, OSError, EOFError) as err:
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
                 raise CnnkitError(f"{self.tar}: truncated or corrupt archive ({err}).") from err
         return self._cache
 
