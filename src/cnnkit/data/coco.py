@@ -182,8 +182,9 @@ def _int(value, what: str) -> int:
     return value
 
 
-def _numbers(values, what: str, limit: int = MAX_POINTS * 2) -> list[float]:
-    """A list of finite numbers (at most ``limit``), as floats."""
+def _numbers(values, what: str, limit: int | None = None) -> list[float]:
+    """A list of finite numbers (at most ``limit``, default 2 x MAX_POINTS), as floats."""
+    limit = 2 * MAX_POINTS if limit is None else limit
     if not isinstance(values, list):
         raise CnnkitError(f"{what} must be a list of numbers; found {short_repr(values, 60)}.")
     if len(values) > limit:
@@ -234,7 +235,7 @@ def coco_instances(
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         what = f"the field {err} is missing" if isinstance(err, KeyError) else repr(err)
         raise CnnkitError(
-            f"{path}: not a well-formed COCO file: {short_repr(what, 200)} (in {where[0]}). "
+            f"{path}: not a well-formed COCO file: {what[:200]} (in {where[0]}). "
             "Images need 'id' and 'file_name'; annotations need 'image_id' and 'category_id', "
             "a 'bbox' [x, y, w, h] and/or a 'segmentation'; categories need 'id' and 'name'."
         ) from err
@@ -386,8 +387,8 @@ def _via_shape(shape, where: str) -> list[list[float]]:
         )
     kind = shape.get("name")
     if kind in ("polygon", "polyline"):
-        xs = _numbers(shape.get("all_points_x", []), f"{where}: all_points_x", MAX_POINTS)
-        ys = _numbers(shape.get("all_points_y", []), f"{where}: all_points_y", MAX_POINTS)
+        xs = _numbers(shape.get("all_points_x", []), f"{where}: all_points_x", limit=MAX_POINTS)
+        ys = _numbers(shape.get("all_points_y", []), f"{where}: all_points_y", limit=MAX_POINTS)
         if len(xs) != len(ys) or len(xs) < 3:
             raise CnnkitError(
                 f"{where}: a polygon needs as many x as y points, at least 3; found "
