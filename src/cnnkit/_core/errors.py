@@ -41,7 +41,8 @@ class ConfigError(CnnkitError, ValueError):
     Examples: unknown names (model, loss, metric, optimizer, padding, recipe keys; with
     a "did you mean"), zero or negative sizes, rates outside their range, labels outside
     ``[0, C)``, masks with unknown classes, boxes with ``x2 < x1``, NaN/inf targets,
-    empty datasets, YAML files that are not safe plain data.
+    empty datasets, YAML files that are not safe plain data (aliases, over 1 MB or over
+    10,000 values: see :mod:`cnnkit._core.safe_yaml`).
 
     Subclasses ``ValueError`` so code that catches ``ValueError`` keeps working.
     """

@@ -8,8 +8,9 @@
 - Offline, or on a checksum mismatch, the :class:`CnnkitError` lists every expected file
   with its checksum, its URLs and the folder to put it in.
 - Archives are checked member by member before anything is written (:func:`extract_archive`):
-  absolute paths, ``..`` components, links leaving the target folder, device files and
-  oversize members are refused.
+  absolute paths, ``..`` components, links leaving the target folder, device files,
+  oversize members and too many members are refused; a damaged archive is a
+  :class:`CnnkitError` naming it and the member, and leaves nothing behind.
 """
 
 from __future__ import annotations
