@@ -27,9 +27,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cnnkit._core.errors import ConfigError, did_you_mean
+from cnnkit._core.errors import ConfigError, did_you_mean, short_repr
+from cnnkit._core.safe_yaml import load_yaml
 
 RECIPE_DIR = Path(__file__).with_name("recipes")
 
@@ -78,13 +77,13 @@ def recipe_summary(name: str) -> str:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = load_yaml(path)  # bounded: no aliases, at most 1 MB and 10,000 values
     except OSError as err:
         raise ConfigError(f"cannot read the config {str(path)!r}: {err.strerror}.") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path} is not UTF-8 text ({err.reason}); expected a YAML config."
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path} must hold a mapping with keys {', '.join(REQUIRED)}; "
@@ -97,7 +96,7 @@ def _unknown(where: str, keys, allowed) -> None:
     for key in keys:
         if key not in allowed:
             raise ConfigError(
-                f"unknown key {key!r} in {where}; expected one of "
+                f"unknown key {short_repr(key)} in {where}; expected one of "
                 f"{', '.join(repr(a) for a in allowed)}.{did_you_mean(str(key), allowed)}"
             )
 
@@ -113,17 +112,17 @@ def _check_schedule(value: Any, source: str) -> None:
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         raise ConfigError(
             f"{source}: compile.lr_schedule must be a mapping like {{name: cosine}} or "
-            f"{{name: step_decay, args: {{boundaries: [8]}}}}; received {value!r}."
+            f"{{name: step_decay, args: {{boundaries: [8]}}}}; received {short_repr(value)}."
         )
     _unknown(f"{source} compile.lr_schedule", value, ("name", "args"))
     if value["name"] not in SCHEDULES:
         raise ConfigError(
-            f"{source}: unknown lr_schedule {value['name']!r}; expected one of "
+            f"{source}: unknown lr_schedule {short_repr(value['name'])}; expected one of "
             f"{', '.join(SCHEDULES)}.{did_you_mean(value['name'], SCHEDULES)}"
         )
     if not isinstance(value.get("args", {}) or {}, dict):
         raise ConfigError(
-            f"{source}: compile.lr_schedule.args must be a mapping; received {value['args']!r}."
+            f"{source}: compile.lr_schedule.args must be a mapping; received {short_repr(value['args'])}."
         )
 
 
@@ -134,13 +133,13 @@ def _check_pretrained(model: dict[str, Any], source: str) -> None:
     if weights is not None and not isinstance(weights, str):
         raise ConfigError(
             f"{source}: model.weights must be a tag such as imagenet or a file path; "
-            f"received {weights!r}."
+            f"received {short_repr(weights)}."
         )
     classes = model.get("num_classes")
     if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int)
                                 or classes < 1):  # fmt: skip
         raise ConfigError(
-            f"{source}: model.num_classes must be a positive int; received {classes!r}."
+            f"{source}: model.num_classes must be a positive int; received {short_repr(classes)}."
         )
     freeze = model.get("freeze")
     paths = [freeze] if isinstance(freeze, str) else freeze
@@ -149,7 +148,7 @@ def _check_pretrained(model: dict[str, Any], source: str) -> None:
     ):
         raise ConfigError(
             f"{source}: model.freeze must name a part of the model (features, "
-            f"features.layer1, backbone) or list them; received {freeze!r}."
+            f"features.layer1, backbone) or list them; received {short_repr(freeze)}."
         )
 
 
@@ -164,7 +163,7 @@ def _check_optimizer(value: Any, source: str) -> None:
     ):
         raise ConfigError(
             f"{source}: compile.optimizer must be a name like sgd or a mapping like "
-            f"{{name: sgd, args: {{momentum: 0.9}}}}; received {value!r}."
+            f"{{name: sgd, args: {{momentum: 0.9}}}}; received {short_repr(value)}."
         )
     _unknown(f"{source} compile.optimizer", value, ("name", "args"))
 
@@ -182,25 +181,25 @@ def build_callbacks(specs: Any, source: str) -> list[Any]:
     if not isinstance(specs, list):
         raise ConfigError(
             f"{source}: fit.callbacks must be a list like [{{name: ReduceLROnPlateau, args: "
-            f"{{monitor: loss}}}}]; received {specs!r}."
+            f"{{monitor: loss}}}}]; received {short_repr(specs)}."
         )
     built = []
     for spec in specs:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise ConfigError(
                 f"{source}: each fit.callbacks entry must be a mapping with a name; received "
-                f"{spec!r}."
+                f"{short_repr(spec)}."
             )
         _unknown(f"{source} fit.callbacks entry", spec, ("name", "args"))
         if spec["name"] not in CALLBACKS:
             raise ConfigError(
-                f"{source}: unknown callback {spec['name']!r} in fit.callbacks; expected one of "
+                f"{source}: unknown callback {short_repr(spec['name'])} in fit.callbacks; expected one of "
                 f"{', '.join(CALLBACKS)}.{did_you_mean(spec['name'], CALLBACKS)}"
             )
         args = spec.get("args") or {}
         if not isinstance(args, dict):
             raise ConfigError(f"{source}: fit.callbacks {spec['name']} args must be a mapping; "
-                              f"received {args!r}.")  # fmt: skip
+                              f"received {short_repr(args)}.")  # fmt: skip
         cls = getattr(cbs, spec["name"])
         try:
             built.append(cls(**args))
@@ -218,29 +217,31 @@ def _check_reference(value: Any, source: str) -> None:
         for item in value:
             _check_reference(item, source)
             if not isinstance(item, dict):
-                raise ConfigError(f"{source}: a reference list holds mappings; received {item!r}.")
+                raise ConfigError(
+                    f"{source}: a reference list holds mappings; received {short_repr(item)}."
+                )
         return
     shape = "{metric: accuracy, value: 0.9, source: 'Paper 2017, Table 2', tolerance: 0.02}"
     if not isinstance(value, dict):
         raise ConfigError(f"{source}: reference must be text or a mapping like {shape}; "
-                          f"received {value!r}.")  # fmt: skip
+                          f"received {short_repr(value)}.")  # fmt: skip
     _unknown(f"{source} reference", value, REFERENCE_KEYS)
     for key in ("metric", "value", "source"):
         if key not in value:
             raise ConfigError(f"{source}: reference needs {key!r} (like {shape}).")
     if not isinstance(value["metric"], str) or not isinstance(value["source"], str):
         raise ConfigError(f"{source}: reference metric and source must be text; received "
-                          f"{value['metric']!r}, {value['source']!r}.")  # fmt: skip
+                          f"{short_repr(value['metric'])}, {short_repr(value['source'])}.")  # fmt: skip
     if value.get("direction", "higher") not in ("higher", "lower"):
         raise ConfigError(f"{source}: reference direction must be higher or lower (is the "
-                          f"figure a least or a most); received {value['direction']!r}.")  # fmt: skip
+                          f"figure a least or a most); received {short_repr(value['direction'])}.")  # fmt: skip
     for key in ("value", "tolerance"):
         number = value.get(key, 0.0)
         if key == "tolerance" and number is None:
             continue
         if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
             raise ConfigError(f"{source}: reference {key} must be a number >= 0; received "
-                              f"{number!r}.")  # fmt: skip
+                              f"{short_repr(number)}.")  # fmt: skip
 
 
 #: keys of a structured ``reference`` (``note``: what differs from the paper and why)
@@ -257,7 +258,7 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
     task = config["task"]
     if task not in TASKS:
         raise ConfigError(
-            f"{source}: unknown task {task!r}; expected one of {', '.join(TASKS)}."
+            f"{source}: unknown task {short_repr(task)}; expected one of {', '.join(TASKS)}."
             + did_you_mean(str(task), TASKS)
         )
     for section, allowed in SECTION_KEYS.items():
@@ -265,16 +266,18 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise ConfigError(
                 f"{source}: {section!r} must be a mapping with keys {', '.join(allowed)}; "
-                f"received {value!r}."
+                f"received {short_repr(value)}."
             )
         _unknown(f"{source} section {section!r}", value, allowed)
     for section in ("dataset", "model"):
         if not isinstance(config[section].get("name"), str):
             raise ConfigError(f"{source}: {section}.name must be a name; received "
-                              f"{config[section].get('name')!r}.")  # fmt: skip
+                              f"{short_repr(config[section].get('name'))}.")  # fmt: skip
         args = config[section].setdefault("args", {}) or {}
         if not isinstance(args, dict):
-            raise ConfigError(f"{source}: {section}.args must be a mapping; received {args!r}.")
+            raise ConfigError(
+                f"{source}: {section}.args must be a mapping; received {short_repr(args)}."
+            )
         config[section]["args"] = args
     _check_pretrained(config["model"], source)
     if "loss" not in config["compile"] and task != "instance":
@@ -289,7 +292,9 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
     fit.setdefault("validation_split", 0.0)
     for key in ("epochs", "batch_size"):
         if isinstance(fit[key], bool) or not isinstance(fit[key], int) or fit[key] < 1:
-            raise ConfigError(f"{source}: fit.{key} must be a positive int; received {fit[key]!r}.")
+            raise ConfigError(
+                f"{source}: fit.{key} must be a positive int; received {short_repr(fit[key])}."
+            )
     build_callbacks(fit.get("callbacks"), source)  # checks names and arguments now
     if task == "instance" and (fit.get("callbacks") or fit.get("restore_best")):
         raise ConfigError(
@@ -300,11 +305,13 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
     if best is not None and (not isinstance(best, str) or not best):
         raise ConfigError(
             f"{source}: fit.restore_best must be a log name such as loss or val_accuracy; "
-            f"received {best!r}."
+            f"received {short_repr(best)}."
         )
     vs = fit["validation_split"]
     if not isinstance(vs, int | float) or not 0 <= vs < 1:
-        raise ConfigError(f"{source}: fit.validation_split must be in [0, 1); received {vs!r}.")
+        raise ConfigError(
+            f"{source}: fit.validation_split must be in [0, 1); received {short_repr(vs)}."
+        )
     _check_reference(config.get("reference"), source)
     config.setdefault("seed", 0)
     config.setdefault("name", Path(source).stem)

@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cnnkit._core.errors import CnnkitError
+from cnnkit._core.safe_yaml import dump_yaml, load_yaml
 
 log = logging.getLogger("cnnkit.cli")
 
@@ -91,7 +90,10 @@ def read_config(run: str | os.PathLike) -> dict[str, Any]:
             f"{str(run)!r} is not a cnnkit run folder ({CONFIG} is missing); pass a folder "
             "written by `cnnkit train` or `cnnkit demo`."
         )
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = load_yaml(path)  # bounded: no aliases, at most 1 MB and 10,000 values
+    except (OSError, UnicodeDecodeError) as err:
+        raise CnnkitError(f"{path} cannot be read: {err}") from None
     if not isinstance(data, dict):
         raise CnnkitError(f"{path} does not hold a config mapping.")
     return data
@@ -102,7 +104,7 @@ def write_config(run: Path, config: dict[str, Any], argv: list[str]) -> None:
     body = dict(config)
     body["command"] = " ".join(["cnnkit", *argv])
     tmp = run / f".{CONFIG}.tmp"
-    tmp.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+    tmp.write_text(dump_yaml(body, sort_keys=False), encoding="utf-8")
     os.replace(tmp, run / CONFIG)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,16 +88,60 @@ def _parse_batch(data: bytes, source: str, label_key: str) -> tuple[np.ndarray, 
             f"{source}: a CIFAR batch needs the keys 'data' and {label_key!r}; found "
             f"{sorted(batch)}."
         )
-    x = np.asarray(batch["data"])
-    y = np.asarray(batch[label_key])
-    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+    x = _pixels(batch["data"], source)
+    y = _labels(batch[label_key], len(x), source, label_key)
+    return x, y
+
+
+def _pixels(data, source: str) -> np.ndarray:
+    """``data`` as uint8 ``(N, 3072)``: a uint8 array of that shape, or ``N * 3072`` bytes;
+    checked before anything is converted (a nested list is never walked)."""
+    row = 3 * 32 * 32
+    if isinstance(data, (bytes, bytearray)):
+        if len(data) % row:
+            raise CnnkitError(
+                f"{source}: 'data' holds {len(data)} bytes, not a whole number of 3072-byte "
+                "images (3x32x32)."
+            )
+        return np.frombuffer(bytes(data), np.uint8).reshape(-1, row)
+    if not isinstance(data, np.ndarray):
         raise CnnkitError(
-            f"{source}: 'data' must be uint8 rows of 3072 values (3x32x32), found {x.dtype} "
-            f"{x.shape}."
+            f"{source}: 'data' must be a uint8 array (N, 3072) or N x 3072 bytes; found a "
+            f"{type(data).__name__}."
         )
-    if y.shape != (len(x),):
-        raise CnnkitError(f"{source}: {len(x)} images but {y.shape} labels.")
-    return x, y.astype(np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != row:
+        raise CnnkitError(
+            f"{source}: 'data' must be uint8 rows of 3072 values (3x32x32), found {data.dtype} "
+            f"{data.shape}."
+        )
+    return data
+
+
+def _labels(labels, n: int, source: str, key: str) -> np.ndarray:
+    """``labels`` (a list of ints or an integer array) as int64 ``(n,)``."""
+    if isinstance(labels, np.ndarray):
+        if labels.shape != (n,) or labels.dtype.kind not in "iu":
+            raise CnnkitError(
+                f"{source}: {n} images but {labels.shape} {labels.dtype} labels in {key!r}."
+            )
+        return labels.astype(np.int64)
+    if not isinstance(labels, (list, tuple)) or len(labels) != n:
+        size = f" of {len(labels)}" if isinstance(labels, (list, tuple)) else ""
+        raise CnnkitError(
+            f"{source}: {n} images but {key!r} is a {type(labels).__name__}{size}; expected "
+            f"{n} integer labels."
+        )
+    bad = next(
+        (v for v in labels if isinstance(v, bool) or not isinstance(v, int | np.integer)), None
+    )
+    if bad is not None:
+        raise CnnkitError(
+            f"{source}: {key!r} holds a {type(bad).__name__}; expected integer labels."
+        )
+    try:
+        return np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        raise CnnkitError(f"{source}: {key!r} holds a label too large for int64.") from None
 
 
 class _Source:
@@ -161,7 +206,7 @@ class _Source:
                     for info in tar:
                         if info.name in wanted and info.isfile():
                             self._cache[info.name] = tar.extractfile(info).read()
-            except (tarfile.TarError, OSError, EOFError) as err:
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
                 raise CnnkitError(f"{self.tar}: truncated or corrupt archive ({err}).") from err
         return self._cache
 

@@ -8,8 +8,9 @@
 - Offline, or on a checksum mismatch, the :class:`CnnkitError` lists every expected file
   with its checksum, its URLs and the folder to put it in.
 - Archives are checked member by member before anything is written (:func:`extract_archive`):
-  absolute paths, ``..`` components, links leaving the target folder, device files and
-  oversize members are refused.
+  absolute paths, ``..`` components, links leaving the target folder, device files,
+  oversize members and too many members are refused; a damaged archive is a
+  :class:`CnnkitError` naming it and the member, and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -31,6 +33,17 @@ from cnnkit._core.errors import CnnkitError
 
 ENV_VAR = "CNNKIT_DATA"
 CHUNK = 1 << 20
+#: the largest archive member extracted, in bytes (``extract_archive(max_member_bytes=)``)
+MAX_MEMBER_BYTES = 8 << 30
+#: the most bytes one archive may extract to (``extract_archive(max_total_bytes=)``)
+MAX_TOTAL_BYTES = 32 << 30
+#: the most members one archive may hold (ImageNet's training tar has 1,281,167 files)
+MAX_MEMBERS = 2_000_000
+#: what a damaged archive raises while it is read
+_ARCHIVE_ERRORS = (
+    tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError,
+    NotImplementedError, RuntimeError, ValueError,
+)  # fmt: skip
 
 
 def default_root() -> Path:
@@ -243,9 +256,29 @@ def _safe_target(dest: Path, name: str, archive: Path) -> Path:
     return target
 
 
+def _tar_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    """The members of ``tar``, read header by header; stops after MAX_MEMBERS."""
+    members = []
+    try:
+        for m in tar:
+            members.append(m)
+            if len(members) > MAX_MEMBERS:
+                raise CnnkitError(
+                    f"{archive}: more than {MAX_MEMBERS} members (cnnkit.data.download."
+                    "MAX_MEMBERS); refusing to extract."
+                )
+    except _ARCHIVE_ERRORS as err:
+        after = f" after member {members[-1].name!r}" if members else ""
+        raise CnnkitError(
+            f"{archive}: truncated or corrupt archive{after} ({type(err).__name__}: {err}); "
+            "delete it and download it again."
+        ) from err
+    return members
+
+
 def _check_tar(tar: tarfile.TarFile, dest: Path, archive: Path, max_member: int, max_total: int):
     total = 0
-    members = tar.getmembers()
+    members = _tar_members(tar, archive)
     for m in members:
         target = _safe_target(dest, m.name, archive)
         if m.issym() or m.islnk():
@@ -283,7 +316,13 @@ def _check_tar(tar: tarfile.TarFile, dest: Path, archive: Path, max_member: int,
 
 def _check_zip(zf: zipfile.ZipFile, dest: Path, archive: Path, max_member: int, max_total: int):
     total = 0
-    for info in zf.infolist():
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise CnnkitError(
+            f"{archive}: {len(infos)} members, over the limit of {MAX_MEMBERS} "
+            "(cnnkit.data.download.MAX_MEMBERS); refusing to extract."
+        )
+    for info in infos:
         _safe_target(dest, info.filename, archive)
         if stat.S_ISLNK(info.external_attr >> 16):
             raise CnnkitError(f"{archive}: member {info.filename!r} is a link; refusing.")
@@ -304,41 +343,35 @@ def extract_archive(
     archive: str | os.PathLike,
     dest: str | os.PathLike,
     *,
-    max_member_bytes: int = 8 << 30,
-    max_total_bytes: int = 32 << 30,
+    max_member_bytes: int | None = None,
+    max_total_bytes: int | None = None,
 ) -> Path:
     """Extract a tar (plain, gz, bz2, xz) or zip ``archive`` into ``dest`` safely.
 
     Every member is checked before anything is written: absolute paths, ``..``, links
-    whose target leaves ``dest``, special files and members over ``max_member_bytes`` (or
-    a total over ``max_total_bytes``) raise :class:`CnnkitError` naming the member. The
-    archive is extracted into a temporary folder inside ``dest`` and moved into place
-    only once complete, so an interrupted extraction leaves nothing half-written.
+    whose target leaves ``dest``, special files, more than :data:`MAX_MEMBERS` members and
+    members over ``max_member_bytes`` (default :data:`MAX_MEMBER_BYTES`; or a total over
+    ``max_total_bytes``, default :data:`MAX_TOTAL_BYTES`) raise :class:`CnnkitError` naming
+    the member. A damaged archive (truncated, a bad CRC, a member whose data is missing)
+    raises :class:`CnnkitError` naming the archive and the member. The archive is extracted
+    into a temporary folder inside ``dest`` and moved into place only once complete, so a
+    failed or interrupted extraction leaves nothing behind (``dest`` itself is removed
+    again if this call created it).
     """
     archive, dest = Path(archive), Path(dest)
+    max_member = MAX_MEMBER_BYTES if max_member_bytes is None else max_member_bytes
+    max_total = MAX_TOTAL_BYTES if max_total_bytes is None else max_total_bytes
+    created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     staging = dest / f".extracting-{archive.name}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    done = False
     try:
         if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                _check_zip(zf, staging, archive, max_member_bytes, max_total_bytes)
-                zf.extractall(staging)
+            _extract_zip(archive, staging, max_member, max_total)
         else:
-            try:
-                tar = tarfile.open(archive)
-            except (tarfile.TarError, OSError, EOFError) as err:
-                raise CnnkitError(f"{archive}: not a readable tar or zip archive ({err}).") from err
-            with tar:
-                members = _check_tar(tar, staging, archive, max_member_bytes, max_total_bytes)
-                try:
-                    if hasattr(tarfile, "data_filter"):
-                        tar.extractall(staging, members=members, filter="data")
-                    else:  # pragma: no cover - Python < 3.10.12; members were checked above
-                        tar.extractall(staging, members=members)
-                except (tarfile.TarError, OSError, EOFError) as err:
-                    raise CnnkitError(f"{archive}: truncated or corrupt archive ({err}).") from err
+            _extract_tar(archive, staging, max_member, max_total)
         for entry in staging.iterdir():
             target = dest / entry.name
             if target.is_dir() and not target.is_symlink():
@@ -346,6 +379,46 @@ def extract_archive(
             elif target.exists() or target.is_symlink():
                 target.unlink()
             os.replace(entry, target)
+        done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not done:
+            shutil.rmtree(dest, ignore_errors=True)
     return dest
+
+
+def _extract_zip(archive: Path, staging: Path, max_member: int, max_total: int) -> None:
+    member = None
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            _check_zip(zf, staging, archive, max_member, max_total)
+            for member in zf.infolist():
+                zf.extract(member, staging)
+    except CnnkitError:
+        raise
+    except _ARCHIVE_ERRORS as err:
+        where = f" (member {member.filename!r})" if member is not None else ""
+        raise CnnkitError(
+            f"{archive}: truncated or corrupt zip archive{where}: {type(err).__name__}: {err}; "
+            "delete it and download it again."
+        ) from err
+
+
+def _extract_tar(archive: Path, staging: Path, max_member: int, max_total: int) -> None:
+    try:
+        tar = tarfile.open(archive)
+    except _ARCHIVE_ERRORS as err:
+        raise CnnkitError(f"{archive}: not a readable tar or zip archive ({err}).") from err
+    with tar:
+        members = _check_tar(tar, staging, archive, max_member, max_total)
+        for m in members:
+            try:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extract(m, staging, filter="data")
+                else:  # pragma: no cover - Python < 3.10.12; members were checked above
+                    tar.extract(m, staging)
+            except _ARCHIVE_ERRORS as err:
+                raise CnnkitError(
+                    f"{archive}: truncated or corrupt archive (member {m.name!r}: "
+                    f"{type(err).__name__}: {err}); delete it and download it again."
+                ) from err

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cnnkit._core.errors import CnnkitError, ConfigError
+from cnnkit._core.paths import inside
 from cnnkit.data.base import JointTransform
 from cnnkit.data.images import is_image_file, load_image, to_chw_float
 
@@ -76,8 +77,10 @@ def image_folder(
         )
     samples = []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).rglob("*") if is_image_file(p))
-        samples += [(p, label) for p in files]
+        folder = inside(root, name, f"image_folder: class folder {name!r}")
+        files = sorted(p for p in folder.rglob("*") if is_image_file(p))
+        # a link may point anywhere: every file must resolve inside root
+        samples += [(inside(root, p.relative_to(root), "image_folder"), label) for p in files]
     if not samples:
         raise CnnkitError(f"image_folder: no image files under {root}/<class>/.")
     return ImageFolderDataset(samples, classes, mode, transform)
@@ -208,11 +211,12 @@ def segmentation_folder(
         if is_image_file(p):
             if p.stem in mask_by_stem:
                 raise CnnkitError(f"segmentation_folder: two masks for {p.stem!r} in {masks}.")
-            mask_by_stem[p.stem] = p
+            mask_by_stem[p.stem] = inside(masks, p.name, "segmentation_folder: mask")
     pairs = []
     for p in sorted(images.iterdir()):
         if not is_image_file(p):
             continue
+        inside(images, p.name, "segmentation_folder: image")  # no link out of the folder
         if p.stem not in mask_by_stem:
             raise CnnkitError(f"segmentation_folder: image {p} has no mask {p.stem}.* in {masks}.")
         pairs.append((p, mask_by_stem[p.stem]))

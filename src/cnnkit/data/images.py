@@ -15,6 +15,15 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from cnnkit._core.errors import CnnkitError
 
+#: what a file that does not decode raises (DecompressionBombError: over Pillow's pixel limit)
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
+
 IMAGE_EXTENSIONS = (
     ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
 )  # fmt: skip
@@ -37,7 +46,7 @@ def load_image(path: str | os.PathLike, mode: str | None = None) -> np.ndarray:
             if mode is not None and im.mode != mode:
                 im = im.convert(mode)
             return np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except _DECODE_ERRORS as err:
         raise CnnkitError(f"{path}: cannot decode the image ({err}).") from err
 
 
@@ -46,7 +55,7 @@ def load_frames(path: str | os.PathLike) -> list[np.ndarray]:
     try:
         with Image.open(path) as im:
             return [np.array(frame) for frame in ImageSequence.Iterator(im)]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except _DECODE_ERRORS as err:
         raise CnnkitError(f"{path}: cannot decode the image stack ({err}).") from err
 
 

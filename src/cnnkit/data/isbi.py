@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from cnnkit._core.errors import CnnkitError, check_choice
+from cnnkit._core.paths import inside
 from cnnkit.data.base import ArrayDataset, JointTransform
 from cnnkit.data.download import dataset_folder
 from cnnkit.data.images import load_frames, load_image
@@ -37,7 +38,11 @@ MEMBRANE, CELL = 0, 255
 
 
 def _numbered_pngs(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.stem.isdigit()]
+    files = [
+        inside(folder, p.name, "isbi2012: slice")  # no link out of the folder
+        for p in folder.iterdir()
+        if p.suffix.lower() == ".png" and p.stem.isdigit()
+    ]
     files.sort(key=lambda p: int(p.stem))
     if not files:
         raise CnnkitError(f"isbi2012: no <number>.png slices in {folder}.")

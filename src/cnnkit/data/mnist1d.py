@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +74,11 @@ def mnist1d(
         try:
             with np.load(path, allow_pickle=False) as f:
                 data = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
-        except (OSError, ValueError, KeyError):
+            if any(len(data[x]) != len(data[y]) or data[x].ndim != 2
+                   for x, y in (("x", "y"), ("x_test", "y_test"))):  # fmt: skip
+                data = None
+        except (OSError, ValueError, KeyError, EOFError, MemoryError, zipfile.BadZipFile,
+                zlib.error):  # fmt: skip
             data = None  # a damaged cache is regenerated, never used
     if data is None:
         data = _generate(num_samples, seed)

@@ -14,6 +14,18 @@ and ``numpy.ndarray``s, and anything else is refused before it is called:
   pickle protocol 2).
 
 Dicts, lists, tuples, strings, bytes and numbers need no name lookup at all.
+
+A pickle can also make a tiny file expand into a huge value without naming anything: its
+memo lets it refer to an object built earlier, so a list holding the same list nine times,
+nested a dozen levels, is 10^12 elements to anything that walks it (``np.asarray``). The
+unpickler therefore also refuses, before building anything large:
+
+- a file of more than :data:`MAX_PICKLE_OPCODES` opcodes (every object costs at least one,
+  so this caps the objects created);
+- a second reference (memo ``GET``/``BINGET``/``LONG_BINGET``) to a container (list, dict,
+  tuple, set), an array, or a string/bytes over :data:`MAX_SHARED_BYTES`: plain data
+  files never share these, so a file costs no more than its size. Shared numbers, short
+  strings, dtypes and the allowed functions (how NumPy writes arrays) stay allowed.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import io
 import os
 import pickle
 import pickletools
+import struct
 from typing import Any
 
 import numpy as np
@@ -53,12 +66,54 @@ ALLOWED = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """A ``pickle.Unpickler`` that resolves only the names in :data:`ALLOWED`."""
+#: the most opcodes a pickle may hold (CIFAR-100's training batch has about 250,000)
+MAX_PICKLE_OPCODES = 2_000_000
+#: the longest str/bytes a pickle may refer to twice (longer ones must be written once)
+MAX_SHARED_BYTES = 256
+_SHAREABLE = (int, float, complex, bool, type(None), np.dtype, np.generic)
+
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """An unpickler that resolves only the names in :data:`ALLOWED` and refuses shared
+    references to containers (see the module docstring).
+
+    Built on the pure-Python ``pickle._Unpickler``, whose opcode table can be extended:
+    the memo ``GET`` opcodes are replaced by ones that check what they share.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file, *, source: str = "<pickle>", encoding: str = "bytes"):
         super().__init__(file, encoding=encoding)
         self.source = source
+
+    def _shared(self, index: int) -> None:
+        try:
+            value = self.memo[index]
+        except KeyError:
+            raise pickle.UnpicklingError(f"memo key {index} is not defined") from None
+        small = isinstance(value, (str, bytes)) and len(value) <= MAX_SHARED_BYTES
+        if not (small or isinstance(value, _SHAREABLE) or _is_allowed(value)):
+            size = f" of {len(value)}" if hasattr(value, "__len__") else ""
+            raise CnnkitError(
+                f"{self.source}: the pickle refers a second time to a {type(value).__name__}"
+                f"{size} it built before (a shared reference); plain data files never do, and "
+                "it is how a tiny file expands into a huge value, so it was refused."
+            )
+        self.append(value)
+
+    def _load_get(self) -> None:
+        self._shared(int(self.readline()[:-1]))
+
+    def _load_binget(self) -> None:
+        self._shared(self.read(1)[0])
+
+    def _load_long_binget(self) -> None:
+        self._shared(struct.unpack("<I", self.read(4))[0])
+
+    dispatch[pickle.GET[0]] = _load_get
+    dispatch[pickle.BINGET[0]] = _load_binget
+    dispatch[pickle.LONG_BINGET[0]] = _load_long_binget
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -74,6 +129,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise CnnkitError(f"{self.source}: the pickle uses persistent ids; refused.")
 
 
+def _is_allowed(value: Any) -> bool:
+    return any(value is fn for fn in ALLOWED.values())
+
+
 def restricted_loads(data: bytes, *, source: str = "<pickle>", encoding: str = "bytes") -> Any:
     """Unpickle ``data`` with :class:`RestrictedUnpickler`; errors name ``source``.
 
@@ -82,8 +141,13 @@ def restricted_loads(data: bytes, *, source: str = "<pickle>", encoding: str = "
     try:
         # a first pass over the opcodes checks that every length field fits in the data, so
         # a damaged length cannot make the unpickler allocate gigabytes before it notices
-        for _ in pickletools.genops(io.BytesIO(data)):
-            pass
+        for count, _ in enumerate(pickletools.genops(io.BytesIO(data)), 1):
+            if count > MAX_PICKLE_OPCODES:
+                raise CnnkitError(
+                    f"{source}: the pickle holds more than {MAX_PICKLE_OPCODES} opcodes "
+                    "(MAX_PICKLE_OPCODES); a data file of arrays needs far fewer, so it was "
+                    "refused before building anything."
+                )
         return RestrictedUnpickler(io.BytesIO(data), source=source, encoding=encoding).load()
     except CnnkitError:
         raise

@@ -133,30 +133,16 @@ def text_csv(
         raise ConfigError(f"max_length must be positive; received {max_length}.")
     path = Path(path)
     index = alphabet_index(alphabet)
-    chunks, lengths, labels = [], [], []
     try:
         f = open(path, encoding=encoding, errors="replace", newline="")
     except FileNotFoundError:
         raise CnnkitError(f"text_csv: {path} does not exist.") from None
     with f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row:
-                continue
-            if len(row) < 2:
-                raise CnnkitError(f"{path}:{line}: expected 'class, text, ...'; found {row!r:.80}.")
-            try:
-                label = int(row[0])
-            except ValueError:
-                raise CnnkitError(
-                    f"{path}:{line}: the class {row[0]!r} is not an integer (1-based index)."
-                ) from None
-            if label < 1:
-                raise CnnkitError(f"{path}:{line}: class {label} is below 1 (1-based classes).")
-            text = " ".join(field.replace("\\n", "\n").strip() for field in row[1:])
-            codes = encode_text(text, index, max_length, backward)
-            chunks.append(codes)
-            lengths.append(len(codes))
-            labels.append(label - 1)
+        try:
+            rows = _read_rows(f, path, index, max_length, backward)
+        except csv.Error as err:
+            raise CnnkitError(f"{path}: not a readable CSV ({err}).") from None
+    chunks, lengths, labels = rows
     if not labels:
         raise CnnkitError(f"text_csv: {path} holds no rows.")
     y = np.asarray(labels, dtype=np.int64)
@@ -167,3 +153,27 @@ def text_csv(
     codes = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
     names = list(classes) if classes is not None else [str(i + 1) for i in range(k)]
     return CharTextDataset(codes, offsets, y, alphabet, max_length, names, path.name)
+
+
+def _read_rows(f, path: Path, index: dict[str, int], max_length: int, backward: bool):
+    """The encoded texts, their lengths and 0-based labels of an open CSV file."""
+    chunks, lengths, labels = [], [], []
+    for line, row in enumerate(csv.reader(f), start=1):
+        if not row:
+            continue
+        if len(row) < 2:
+            raise CnnkitError(f"{path}:{line}: expected 'class, text, ...'; found {row!r:.80}.")
+        try:
+            label = int(row[0])
+        except ValueError:
+            raise CnnkitError(
+                f"{path}:{line}: the class {row[0]!r:.80} is not an integer (1-based index)."
+            ) from None
+        if label < 1:
+            raise CnnkitError(f"{path}:{line}: class {label} is below 1 (1-based classes).")
+        text = " ".join(field.replace("\\n", "\n").strip() for field in row[1:])
+        codes = encode_text(text, index, max_length, backward)
+        chunks.append(codes)
+        lengths.append(len(codes))
+        labels.append(label - 1)
+    return chunks, lengths, labels

@@ -271,12 +271,18 @@ def _read_saved_model(folder: Path) -> dict[str, torch.Tensor]:
         raise CnnkitError(f"{cfg} names no .safetensors file in its folder ({name!r}).")
     weights = folder / name
     h = hashlib.sha256()
-    with open(weights, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open(weights, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as err:
+        raise CnnkitError(f"{weights}, named in {cfg}, cannot be read: {err}") from None
     if h.hexdigest() != config.get("sha256"):
         raise CnnkitError(f"{weights} differs from the SHA-256 recorded in {cfg}.")
-    return load_file(str(weights))
+    try:
+        return load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types
+        raise CnnkitError(f"{weights} cannot be read as safetensors: {err}") from None
 
 
 # ----------------------------------------------------------------- loading

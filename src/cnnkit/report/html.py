@@ -21,9 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cnnkit._core.errors import ConfigError
+from cnnkit._core.errors import CnnkitError, ConfigError
+from cnnkit._core.safe_yaml import dump_yaml, parse_yaml
 from cnnkit.report.plots import (
     plot_confusion_matrix,
     plot_history,
@@ -115,11 +114,11 @@ def _read(path: Path, kind: str) -> Any:
         if kind == "json":
             return json.loads(text)
         if kind == "yaml":
-            return yaml.safe_load(text)
+            return parse_yaml(text, str(path))
         if kind == "csv":
             return read_history_csv(path)
         return text
-    except (OSError, ValueError, yaml.YAMLError) as err:
+    except (OSError, ValueError, CnnkitError) as err:
         log.warning("%s could not be read: %s", path.name, err)
         return None
 
@@ -245,7 +244,7 @@ def write_run_report(run_dir: str | os.PathLike, title: str | None = None) -> Pa
     ]
     if cfg is not None:
         body = {k: v for k, v in cfg.items() if k != "command"}
-        text = yaml.safe_dump(body, sort_keys=False, default_flow_style=None)
+        text = dump_yaml(body, sort_keys=False, default_flow_style=None)
         sections.append(("Config", f"<pre>{_e(text)}</pre>"))
     elif config is not None:
         sections.append(("Config", f"<pre>{_e(config)}</pre>"))

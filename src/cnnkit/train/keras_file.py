@@ -16,6 +16,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,24 @@ def read_keras_file(path: str | os.PathLike) -> KerasFile:
             f"{path} is neither a Keras 3 .keras zip nor an HDF5 .h5 model (cnnkit never "
             "unpickles files; SavedModel folders are not supported)."
         )
+    try:
+        config, data = _read_keras_zip(path, source)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+            RuntimeError) as err:  # fmt: skip
+        raise CnnkitError(
+            f"{path}: a damaged .keras zip ({type(err).__name__}: {err}); save the model again."
+        ) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise CnnkitError(f"{path}: model.weights.h5 is over {MAX_FILE_BYTES} bytes.")
+    try:
+        h5 = h5py.File(io.BytesIO(data), "r")
+    except OSError as err:
+        raise CnnkitError(f"{path}: model.weights.h5 cannot be read by h5py: {err}") from None
+    return KerasFile(config, source, h5, legacy=False)
+
+
+def _read_keras_zip(path: Path, source: str) -> tuple[dict[str, Any], bytes]:
+    """``config.json`` (parsed) and the bytes of ``model.weights.h5`` of a .keras zip."""
     with zipfile.ZipFile(path) as zf:
         infos = {i.filename: i for i in zf.infolist()}
         for member, limit in (
@@ -181,10 +200,4 @@ def read_keras_file(path: str | os.PathLike) -> KerasFile:
                 )
         config = _parse_config(zf.open("config.json").read(MAX_CONFIG_BYTES + 1), source)
         data = zf.open("model.weights.h5").read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise CnnkitError(f"{path}: model.weights.h5 is over {MAX_FILE_BYTES} bytes.")
-    try:
-        h5 = h5py.File(io.BytesIO(data), "r")
-    except OSError as err:
-        raise CnnkitError(f"{path}: model.weights.h5 cannot be read by h5py: {err}") from None
-    return KerasFile(config, source, h5, legacy=False)
+    return config, data
