@@ -64,3 +64,18 @@ def check_choice(kind: str, value: object, choices: Iterable[str]) -> str:
         f"Unknown {kind} {value!r}; expected one of {', '.join(repr(c) for c in choices)}."
         + (did_you_mean(value, choices) if isinstance(value, str) else "")
     )
+
+
+def short(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for messages about values read
+    from files (a message never holds an unbounded user value)."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+        return repr(value)[:-1] + "...'"
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > 20:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -91,7 +91,10 @@ def read_config(run: str | os.PathLike) -> dict[str, Any]:
             f"{str(run)!r} is not a cnnkit run folder ({CONFIG} is missing); pass a folder "
             "written by `cnnkit train` or `cnnkit demo`."
         )
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise CnnkitError(f"{path} is not valid YAML: {str(err)[:300]}") from None
     if not isinstance(data, dict):
         raise CnnkitError(f"{path} does not hold a config mapping.")
     return data
