@@ -17,6 +17,7 @@ import inspect
 import json
 import os
 import pkgutil
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -579,3 +580,47 @@ def test_a_run_folder_config_is_checked_before_evaluate_uses_it(scratch, capsys)
     assert main(["evaluate", str(run), "--device", "cpu"]) == 2
     assert "not valid YAML" in capsys.readouterr().err
     assert snapshot(scratch["root"]) == {**before, "run/config.yaml": snapshot(run)["config.yaml"]}
+
+
+@pytest.mark.parametrize(
+    "run_entry, pattern",
+    [([1], "run options must be a mapping"), ({"limit": "abc"}, "limit must be a positive int"),
+     ({"data_dir": ["/"]}, "data_dir must be text")],
+)  # fmt: skip
+def test_a_run_folders_options_are_checked_before_use(scratch, capsys, run_entry, pattern):
+    run = scratch["run"]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["run"] = run_entry
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["evaluate", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "config.yaml" in err and re.search(pattern, err) and "Traceback" not in err
+
+
+def test_a_malformed_checkpoint_in_a_run_folder_stops_a_relaunch(checkpoint, tmp_path):
+    from cnnkit.cli.recipes import load_config
+    from cnnkit.cli.relaunch import inspect_run
+    from cnnkit.cli.run_folder import write_config
+    from cnnkit.train.checkpoint import _digest, save_training_state
+
+    _, model = checkpoint
+    run = tmp_path / "run"
+    run.mkdir()
+    write_config(run, load_config("digits-lenet5"), ["train", "digits-lenet5"])
+    last = save_training_state(run / "checkpoints" / "last", model, epoch=1)
+    assert inspect_run(run).completed == 2
+    manifest = json.loads((last / "model.json").read_text())
+    manifest["training"]["epoch"] = "two"
+    manifest["checksum"] = _digest({k: v for k, v in manifest.items() if k != "checksum"})
+    (last / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(CnnkitError, match="malformed"):
+        inspect_run(run)
+
+
+def test_a_reproduction_plan_is_checked_before_use(tmp_path, capsys):
+    out = tmp_path / "repro"
+    out.mkdir()
+    (out / "reproduce-plan.json").write_text(json.dumps({"limit": "all", "seeds": [0]}))
+    assert main(["reproduce", "digits-lenet5", "--out", str(out), "--resume"]) == 2
+    assert "limit must be a positive int" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["reproduce-plan.json"]

@@ -303,8 +303,7 @@ def checked_run_config(run: str | Path) -> dict[str, Any]:
     raw = run_folder.read_config(run)
     path = Path(run) / run_folder.CONFIG
     config = validate(raw, str(path))
-    if not isinstance(raw.get("run", {}), dict):
-        raise ConfigError(f"{path}: 'run' must be a mapping; received {short(raw['run'])}.")
+    run_folder.run_options(raw.get("run"), path)
     config.update({key: raw[key] for key in RUN_KEYS if key in raw})
     return config
 
