@@ -364,9 +364,9 @@ def test_a_model_json_that_is_not_a_config_is_a_short_cnnkit_error(scratch, text
 
 
 def test_an_oversized_model_json_is_refused_before_it_is_read(scratch, monkeypatch):
-    from cnnkit.train import checkpoint
+    from cnnkit.train import rebuild as module
 
-    monkeypatch.setattr(checkpoint, "MAX_MANIFEST_BYTES", 100)
+    monkeypatch.setattr(module, "MAX_MANIFEST_BYTES", 100)
     with pytest.raises(CnnkitError, match="bytes"):
         cnnkit.load(scratch["model"])
 

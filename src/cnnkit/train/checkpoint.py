@@ -33,6 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cnnkit._core.errors import CnnkitError, ConfigError, short
+from cnnkit.train.rebuild import inside as _inside
+from cnnkit.train.rebuild import read_json as _read_json
 from cnnkit.train.rebuild import rebuild
 from cnnkit.train.state import TrainingState
 
@@ -65,36 +67,6 @@ def _atomic_write(path: Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-#: the largest model.json / checkpoint manifest read (a real one is a few hundred KB)
-MAX_MANIFEST_BYTES = 64 << 20
-
-
-def _read_json(path: Path) -> Any:
-    """A model.json or manifest: bounded in size, errors name the file."""
-    size = path.stat().st_size
-    if size > MAX_MANIFEST_BYTES:
-        raise CnnkitError(
-            f"{path} holds {size:,} bytes; a cnnkit model.json is far smaller (at most "
-            f"{MAX_MANIFEST_BYTES:,} bytes are read): not a file written by cnnkit."
-        )
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise CnnkitError(f"{path} is damaged: not valid JSON ({short(str(err), 200)}).") from None
-
-
-def _inside(folder: Path, path: Path, source: Path) -> Path:
-    """``path`` (named by ``source``), refused when it resolves outside ``folder`` (a
-    symlink leaving the saved folder)."""
-    root = folder.resolve()
-    if path.exists() and not path.resolve().is_relative_to(root):
-        raise CnnkitError(
-            f"{path} (named by {source}) resolves to {path.resolve()}, outside {root}; a saved "
-            "model only reads files in its own folder."
-        )
-    return path
 
 
 def architecture_of(module: nn.Module) -> dict[str, Any]:

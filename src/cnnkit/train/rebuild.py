@@ -12,7 +12,9 @@ anything is built; ``weights`` (a path or a download) is never taken from a file
 from __future__ import annotations
 
 import inspect
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -21,9 +23,39 @@ from cnnkit._core.errors import CnnkitError, did_you_mean, short
 from cnnkit._core.registry import check_arguments
 from cnnkit.layers.sequential import Sequential as LayerStack
 
-__all__ = ["MODEL_CLASSES", "rebuild"]
+__all__ = ["MAX_MANIFEST_BYTES", "MODEL_CLASSES", "inside", "read_json", "rebuild"]
 
 CONFIG = "model.json"
+
+#: the largest model.json / checkpoint manifest read (a real one is a few hundred KB)
+MAX_MANIFEST_BYTES = 64 << 20
+
+
+def read_json(path: Path) -> Any:
+    """A model.json or manifest: bounded in size, errors name the file."""
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise CnnkitError(
+            f"{path} holds {size:,} bytes; a cnnkit model.json is far smaller (at most "
+            f"{MAX_MANIFEST_BYTES:,} bytes are read): not a file written by cnnkit."
+        )
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise CnnkitError(f"{path} is damaged: not valid JSON ({short(str(err), 200)}).") from None
+
+
+def inside(folder: Path, path: Path, source: Path) -> Path:
+    """``path`` (named by ``source``), refused when it resolves outside ``folder`` (a
+    symlink leaving the saved folder)."""
+    root = folder.resolve()
+    if path.exists() and not path.resolve().is_relative_to(root):
+        raise CnnkitError(
+            f"{path} (named by {source}) resolves to {path.resolve()}, outside {root}; a saved "
+            "model only reads files in its own folder."
+        )
+    return path
+
 
 #: the model classes a saved ``kind: config`` architecture may name; looked up, never
 #: imported (``cnnkit.Sequential``, in :mod:`cnnkit.train.sequential`, adds itself)
