@@ -119,3 +119,8 @@ def _repr_pieces(value: object, depth: int) -> Iterator[str]:
         yield repr(value)
     except Exception:  # an int too long to print, a broken __repr__
         yield f"<{type(value).__name__}>"
+
+
+def short(value: object, limit: int = 80) -> str:
+    """:func:`short_repr` with a shorter default: a value read from a file, in a message."""
+    return short_repr(value, limit)

@@ -144,7 +144,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnkit.cli.training import load_run, load_task_data
 
     model, config = load_run(args.run, device=args.device, precision=args.precision)
-    options = config.get("run", {})
+    options = run_folder.run_options(config.get("run"), Path(args.run) / run_folder.CONFIG)
     data_dir = args.data_dir if args.data_dir is not None else options.get("data_dir")
     limit = args.limit if args.limit is not None else options.get("limit")
     data = load_task_data(config, data_dir, limit)

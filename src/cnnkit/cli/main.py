@@ -95,7 +95,7 @@ def _add_train(sub) -> None:
     )
     p.add_argument("--epochs", type=_positive, default=None)
     p.add_argument("--batch-size", type=_positive, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=_seed, default=None, help="an integer >= 0")
     p.add_argument("--weights", default=None, metavar="PATH|TAG",
                    help="pretrained weights for the model (a .pth/.safetensors file in "
                    "torchvision's layout, a saved cnnkit model folder, or imagenet); "

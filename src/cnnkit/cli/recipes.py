@@ -27,7 +27,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cnnkit._core.errors import ConfigError, did_you_mean, short_repr
+from cnnkit._core.errors import ConfigError, did_you_mean, short, short_repr
+from cnnkit._core.registry import check_arguments
 from cnnkit._core.safe_yaml import load_yaml
 
 RECIPE_DIR = Path(__file__).with_name("recipes")
@@ -172,10 +173,17 @@ def _check_optimizer(value: Any, source: str) -> None:
 CALLBACKS = ("ReduceLROnPlateau", "EarlyStopping")
 
 
-def build_callbacks(specs: Any, source: str) -> list[Any]:
-    """``fit.callbacks`` (a list of ``{name: ReduceLROnPlateau, args: {...}}``) as callbacks."""
-    from cnnkit.train import callbacks as cbs
+def callback_table() -> dict[str, type]:
+    """``fit.callbacks`` names -> classes: a config's name is looked up here, never in a
+    module's attributes."""
+    from cnnkit.train.callbacks import EarlyStopping, ReduceLROnPlateau
 
+    return {"ReduceLROnPlateau": ReduceLROnPlateau, "EarlyStopping": EarlyStopping}
+
+
+def build_callbacks(specs: Any, source: str) -> list[Any]:
+    """``fit.callbacks`` (a list of ``{name: ReduceLROnPlateau, args: {...}}``) as callbacks;
+    each entry's args are bound to the class's parameters before it is built."""
     if specs is None:
         return []
     if not isinstance(specs, list):
@@ -200,7 +208,8 @@ def build_callbacks(specs: Any, source: str) -> list[Any]:
         if not isinstance(args, dict):
             raise ConfigError(f"{source}: fit.callbacks {spec['name']} args must be a mapping; "
                               f"received {short_repr(args)}.")  # fmt: skip
-        cls = getattr(cbs, spec["name"])
+        cls = callback_table()[spec["name"]]
+        args = check_arguments(cls, args, f"{source}: fit.callbacks {spec['name']}")
         try:
             built.append(cls(**args))
         except TypeError as err:
@@ -244,6 +253,19 @@ def _check_reference(value: Any, source: str) -> None:
                               f"{short_repr(number)}.")  # fmt: skip
 
 
+#: seeds are integers in [0, MAX_SEED] (torch.manual_seed's range, non-negative)
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(value: Any, what: str = "seed") -> int:
+    """A seed: an integer >= 0 (not a bool, a float or text); ConfigError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(
+            f"{what} must be an integer >= 0 (e.g. seed: 0); received {short(value)}."
+        )
+    return value
+
+
 #: keys of a structured ``reference`` (``note``: what differs from the paper and why)
 REFERENCE_KEYS = ("metric", "value", "source", "tolerance", "direction", "dataset", "note")
 
@@ -280,6 +302,14 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
             )
         config[section]["args"] = args
     _check_pretrained(config["model"], source)
+    for key in ("num_classes", "in_channels"):
+        value = config["model"]["args"].get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigError(
+                f"{source}: model.args.{key} must be a positive int; received {short(value)}."
+            )
     if "loss" not in config["compile"] and task != "instance":
         raise ConfigError(
             f"{source}: compile.loss is required (e.g. sparse_categorical_crossentropy)."
@@ -314,6 +344,7 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
         )
     _check_reference(config.get("reference"), source)
     config.setdefault("seed", 0)
+    check_seed(config["seed"], f"{source}: seed")
     config.setdefault("name", Path(source).stem)
     return config
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnkit._core.errors import CnnkitError, ConfigError
+from cnnkit._core.errors import CnnkitError, ConfigError, short
 from cnnkit.cli import run_folder
 
 log = logging.getLogger("cnnkit.cli")
@@ -82,8 +82,13 @@ def inspect_run(out: str | os.PathLike) -> RunState:
             info = read_checkpoint_info(find_checkpoint(ck))
         except CnnkitError:  # damaged newest: fit falls back to the previous one
             info = {"epoch": -1}
-        position = info.get("position") or {}
-        state.completed = int(info.get("epoch", -1)) + 1
+        epoch, position = info.get("epoch", -1), info.get("position") or {}
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not isinstance(position, dict):
+            raise CnnkitError(
+                f"{ck}: the checkpoint's epoch ({short(epoch)}) or position is malformed; not "
+                "a checkpoint cnnkit wrote."
+            )
+        state.completed = epoch + 1
         state.mid_epoch = bool(position.get("step"))
         state.finished = _finished(path, state.completed)
     return state
@@ -134,7 +139,9 @@ def differences(saved: dict[str, Any], new: dict[str, Any], options: dict[str, A
 def plan(args: Any, config: dict[str, Any], state: RunState) -> dict[str, Any]:
     """How ``cnnkit train --resume`` goes on from ``state``; see the module doc. Returns
     ``{'resume': bool, 'data_dir', 'limit', 'finished': bool}``; raises when it cannot."""
-    saved_run = (state.saved or {}).get("run") or {}
+    saved_run = run_folder.run_options(
+        (state.saved or {}).get("run"), state.path / run_folder.CONFIG
+    )
     data_dir = args.data_dir if args.data_dir is not None else saved_run.get("data_dir")
     limit = args.limit if args.limit is not None else saved_run.get("limit")
     options = {"limit": limit, "precision": args.precision or "auto"}
@@ -172,8 +179,11 @@ def plan(args: Any, config: dict[str, Any], state: RunState) -> dict[str, Any]:
 def print_finished(run: Path, epochs: int) -> None:
     metrics = json.loads((run / run_folder.METRICS).read_text(encoding="utf-8"))
     print(f"the run in {run} already finished all {epochs} epochs; nothing to do")
-    test = metrics.get("test", {})
-    print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
+    test = metrics.get("test", {}) if isinstance(metrics, dict) else {}
+    test = test if isinstance(test, dict) else {}
+    print("test: " + ", ".join(
+        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {short(v, 40)}" for k, v in test.items()
+    ))  # fmt: skip
 
 
 def failure_hint(run: Path) -> str:

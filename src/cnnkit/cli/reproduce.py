@@ -245,6 +245,8 @@ def reproduce(
                     "repeat the original options (or leave them out) or use a new --out."
                 )
         timings = saved.get("timings", {})
+        if not isinstance(timings, dict):
+            raise CnnkitError(f"{plan_path}: 'timings' must be a mapping; not a cnnkit plan.")
     elif not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CnnkitError(
             f"{str(out)!r} already exists; pass --resume to continue that reproduction or a new "
@@ -414,7 +416,7 @@ def cmd_reproduce(args: Any) -> int:
         if out is None:
             raise CnnkitError("--resume continues the reproduction in --out; pass --out DIR.")
         if (out / PLAN).is_file():
-            saved = _read_json(out / PLAN)
+            saved = run_folder.run_options(_read_json(out / PLAN), out / PLAN)
         elif not out.is_dir():
             raise CnnkitError(f"--resume: {str(out)!r} does not exist; drop --resume to start.")
     listed = args.seed_list

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnkit._core.errors import CnnkitError
+from cnnkit._core.errors import CnnkitError, short
 from cnnkit._core.safe_yaml import dump_yaml, load_yaml
 
 log = logging.getLogger("cnnkit.cli")
@@ -97,6 +97,27 @@ def read_config(run: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CnnkitError(f"{path} does not hold a config mapping.")
     return data
+
+
+def run_options(saved: Any, source: str | os.PathLike) -> dict[str, Any]:
+    """The ``run`` options a saved file records (``limit``, ``data_dir``, ``precision``,
+    ``epochs``), checked: a shared run folder or plan holds data of the expected types,
+    or the command stops with a CnnkitError naming ``source``."""
+    if saved is None:
+        return {}
+    if not isinstance(saved, dict):
+        raise CnnkitError(f"{source}: the run options must be a mapping; received {short(saved)}.")
+    for key in ("limit", "epochs"):
+        value = saved.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise CnnkitError(f"{source}: {key} must be a positive int; received {short(value)}.")
+    for key in ("data_dir", "precision", "dataset", "device"):
+        value = saved.get(key)
+        if value is not None and not isinstance(value, str):
+            raise CnnkitError(f"{source}: {key} must be text; received {short(value)}.")
+    return saved
 
 
 def write_config(run: Path, config: dict[str, Any], argv: list[str]) -> None:

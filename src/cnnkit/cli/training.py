@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnkit._core.errors import CnnkitError, ConfigError
+from cnnkit._core.errors import CnnkitError, ConfigError, short
+from cnnkit._core.registry import check_arguments
 from cnnkit.cli import run_folder
 from cnnkit.cli.datasets import TaskData, load_data
 from cnnkit.cli.plots import make_plots
@@ -121,13 +122,25 @@ def lr_schedule(config: dict[str, Any]):
         return None
     from cnnkit.train import schedules
 
-    args = dict(spec.get("args") or {})
-    if spec["name"] == "cosine":
-        args.setdefault("T_max", int(config["fit"]["epochs"]))
+    table = {
+        "cosine": schedules.cosine,
+        "step_decay": schedules.step_decay,
+        "warmup_step_decay": schedules.warmup_step_decay,
+    }
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if name not in table:
+        raise ConfigError(
+            f"unknown compile.lr_schedule {short(spec)}; expected {{name: NAME}} with NAME one "
+            f"of {', '.join(table)}."
+        )
+    args = spec.get("args") or {}
+    if isinstance(args, dict) and name == "cosine":
+        args = {"T_max": int(config["fit"]["epochs"]), **args}
+    args = check_arguments(table[name], args, f"compile.lr_schedule {name}")
     try:
-        return getattr(schedules, spec["name"])(**args)
+        return table[name](**args)
     except TypeError as err:
-        raise ConfigError(f"compile.lr_schedule {spec!r}: {err}") from None
+        raise ConfigError(f"compile.lr_schedule {short(spec)}: {err}") from None
 
 
 def optimizer(config: dict[str, Any]):
@@ -281,6 +294,20 @@ def train(
     return metrics
 
 
+def checked_run_config(run: str | Path) -> dict[str, Any]:
+    """A run folder's config.yaml, checked as ``cnnkit train`` checks a config (a shared
+    run folder is data: its names are looked up in cnnkit's tables when used), with the
+    run's own entries (``run``, ``command``, ``resumed_with``) kept."""
+    from cnnkit.cli.recipes import RUN_KEYS, validate
+
+    raw = run_folder.read_config(run)
+    path = Path(run) / run_folder.CONFIG
+    config = validate(raw, str(path))
+    run_folder.run_options(raw.get("run"), path)
+    config.update({key: raw[key] for key in RUN_KEYS if key in raw})
+    return config
+
+
 def load_run(run: str | Path, device: str = "auto", precision: str | None = None):
     """Model (compiled as in its config) and config of a finished run.
 
@@ -288,7 +315,7 @@ def load_run(run: str | Path, device: str = "auto", precision: str | None = None
     ``precision`` is given."""
     from cnnkit.train.loading import load
 
-    config = run_folder.read_config(run)
+    config = checked_run_config(run)
     if not (Path(run) / "model.json").is_file():
         raise CnnkitError(
             f"{str(run)!r} holds no trained model (model.json is missing): the run did not "

@@ -4,7 +4,7 @@ One concept per file; every layer builds on first call (or eagerly through
 ``build``/``Sequential(input_shape=...)``) and has ``compute_output_shape``.
 """
 
-from cnnkit.layers.base import Layer
+from cnnkit.layers.base import LAYERS, Layer, register_layer
 from cnnkit.layers.blocks import Inception, ResidualBlock
 from cnnkit.layers.conv import Conv1D, Conv2D, Conv3D
 from cnnkit.layers.core import Activation, Dense, Flatten, LeakyReLU, ReLU, Rescaling, Reshape

@@ -39,6 +39,42 @@ Shape = tuple  # tuple[int | None, ...]
 _RANK_NAMES = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
+#: cnnkit's layer classes by class name: the only classes ``Sequential.from_config`` (and
+#: so ``cnnkit.load``) rebuilds from a saved config. The classes enter it themselves
+#: (:meth:`Layer.__init_subclass__`, :func:`register_layer`); a name read from a file is
+#: looked up here, never imported.
+LAYERS: dict[str, type] = {}
+#: the same classes by ``module.QualName`` (two classes may share a name: the layer stack
+#: ``Sequential`` and its training subclass ``cnnkit.Sequential``)
+_QUALIFIED: dict[str, type] = {}
+
+
+def register_layer(cls: type) -> type:
+    """Let ``Sequential.from_config`` (and ``cnnkit.load``) rebuild ``cls`` from a saved
+    config: ``cls(**config)`` with ``config`` from its ``get_config``. cnnkit's layers
+    register when defined; a decorator for a layer of one's own."""
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise ConfigError(f"register_layer expects an nn.Module class; received {cls!r}.")
+    known = LAYERS.get(cls.__name__)
+    if known is not None and known is not cls and not issubclass(cls, known):
+        raise ConfigError(
+            f"A layer named {cls.__name__!r} is already registered "
+            f"({known.__module__}.{known.__qualname__}); rename {cls.__module__}."
+            f"{cls.__qualname__}."
+        )
+    LAYERS.setdefault(cls.__name__, cls)
+    _QUALIFIED[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return cls
+
+
+def layer_class(class_name: str, module: str | None = None) -> type | None:
+    """The registered layer class a saved config names (``module`` picks between classes
+    of one name), or None; nothing is imported."""
+    if isinstance(module, str) and f"{module}.{class_name}" in _QUALIFIED:
+        return _QUALIFIED[f"{module}.{class_name}"]
+    return LAYERS.get(class_name)
+
+
 def rank_name(spatial_dims: int) -> str:
     """Human name of the expected input layout for a number of spatial dims."""
     return _RANK_NAMES.get(spatial_dims, f"(N, C, {spatial_dims} spatial dims)")
@@ -61,6 +97,17 @@ class Layer(nn.Module):
     emit_logits: bool = False
     #: minimum rank (with batch) for layers with spatial_dims None
     min_rank: int = 2
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """cnnkit's public layers with a ``get_config`` enter :data:`LAYERS`."""
+        super().__init_subclass__(**kwargs)
+        if (
+            cls.__module__.startswith("cnnkit.")
+            and not cls.__name__.startswith("_")
+            and "<locals>" not in cls.__qualname__
+            and hasattr(cls, "get_config")
+        ):
+            register_layer(cls)
 
     def __init__(
         self, *, input_shape: Sequence[int] | None = None, name: str | None = None

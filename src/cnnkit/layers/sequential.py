@@ -19,16 +19,16 @@ running one zero sample through them (on the ``meta`` device when they hold no s
 
 from __future__ import annotations
 
-import importlib
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from cnnkit._core.errors import ConfigError, ShapeError
-from cnnkit.layers.base import Layer
+from cnnkit._core.errors import CnnkitError, ConfigError, ShapeError, did_you_mean, short
+from cnnkit._core.registry import check_arguments
+from cnnkit.layers.base import LAYERS, Layer, layer_class, register_layer
 
 __all__ = ["Sequential", "module_output_shape"]
 
@@ -323,22 +323,106 @@ class Sequential(nn.Sequential):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Sequential:
-        """Rebuild a model (fresh weights) from :meth:`get_config`'s output; only cnnkit
-        layers can be rebuilt."""
-        layers = []
-        for entry in config.get("layers", []):
-            module_name = entry.get("module", "")
-            class_name = entry.get("class_name", "")
-            if not module_name.startswith("cnnkit.") or entry.get("config") is None:
-                raise ConfigError(
-                    f"Cannot rebuild {module_name}.{class_name} from a config: only cnnkit "
-                    "layers have one. Rebuild the model in code."
-                )
-            klass = getattr(importlib.import_module(module_name), class_name, None)
-            if klass is None:
-                raise ConfigError(f"{module_name} has no layer {class_name!r}.")
-            if isinstance(klass, type) and issubclass(klass, Sequential):
-                layers.append(klass.from_config(entry["config"]))
-            else:
-                layers.append(klass(**entry["config"]))
-        return cls(layers, input_shape=config.get("input_shape"), name=config.get("name"))
+        """Rebuild a model (fresh weights) from :meth:`get_config`'s output.
+
+        Only registered layer classes (:data:`cnnkit.layers.base.LAYERS`: cnnkit's layers
+        and nested ``Sequential``s) can be rebuilt; an entry's ``class_name`` is looked
+        up there (its ``module`` is never imported) and its ``config`` must bind to the
+        class's constructor and hold plain data, all checked before anything is built.
+        """
+        return _build(_plan_stack(cls, config, "Sequential config"))
+
+
+class _Layer(NamedTuple):
+    cls: type
+    args: dict[str, Any]
+    where: str
+
+
+class _Stack(NamedTuple):
+    cls: type
+    children: list[_Layer | _Stack]
+    input_shape: Any
+    name: Any
+    where: str
+
+
+def _plan_stack(cls: type, config: Any, where: str) -> _Stack:
+    """What a saved stack config builds, every entry checked (nested stacks too) before
+    anything is imported or called."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"{where} must be a mapping with 'layers', 'input_shape' and 'name' (as "
+            f"get_config writes); received {short(config)}."
+        )
+    unknown = [k for k in config if k not in ("name", "input_shape", "layers")]
+    if unknown:
+        raise ConfigError(
+            f"{where} has the unknown key {short(unknown[0])}; expected 'layers', "
+            "'input_shape' and 'name'."
+        )
+    entries = config.get("layers", [])
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError(
+            f"{where}: 'layers' must be a list of layer entries; received {short(entries)}."
+        )
+    children = [_layer_plan(entry, f"{where}, layer {i}") for i, entry in enumerate(entries)]
+    return _Stack(cls, children, config.get("input_shape"), config.get("name"), where)
+
+
+def _layer_plan(entry: Any, where: str) -> _Layer | _Stack:
+    """The registered class of one saved layer entry and its checked arguments."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(
+            f"{where} must be a mapping {{'class_name', 'module', 'config'}}; received "
+            f"{short(entry)}."
+        )
+    unknown = [k for k in entry if k not in ("class_name", "module", "config")]
+    if unknown:
+        raise ConfigError(
+            f"{where} has the unknown key {short(unknown[0])}; expected 'class_name', "
+            "'module' and 'config'."
+        )
+    module_name, class_name = entry.get("module", ""), entry.get("class_name", "")
+    if not isinstance(class_name, str) or not isinstance(module_name, str):
+        raise ConfigError(
+            f"{where}: class_name and module must be names; received "
+            f"{short(class_name)} and {short(module_name)}."
+        )
+    klass = layer_class(class_name, module_name)
+    if klass is None or entry.get("config") is None:
+        named = f"{module_name}.{class_name}" if module_name else class_name
+        raise ConfigError(
+            f"Cannot rebuild {where} ({short(named, 120)}) from a config: only cnnkit layers "
+            f"have one ({len(LAYERS)} are registered, e.g. Conv2D, Dense, Sequential). "
+            "Rebuild the model in code."
+            + (did_you_mean(class_name, LAYERS) if klass is None else "")
+        )
+    what = f"{where} ({class_name})"
+    if issubclass(klass, Sequential):
+        return _plan_stack(klass, entry["config"], what)
+    return _Layer(klass, check_arguments(klass, entry["config"], what), what)
+
+
+#: what a constructor given wrong values may raise besides a cnnkit error
+_RAW_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError,
+               RuntimeError)  # fmt: skip
+
+
+def _build(plan: _Layer | _Stack) -> nn.Module:
+    if isinstance(plan, _Stack):
+        layers = [_build(child) for child in plan.children]
+        args = {"layers": layers, "input_shape": plan.input_shape, "name": plan.name}
+    else:
+        args = plan.args
+    try:
+        return plan.cls(**args)
+    except CnnkitError:
+        raise
+    except _RAW_ERRORS as err:
+        raise ConfigError(
+            f"{plan.where} cannot be built from its config: {short(str(err), 200)}"
+        ) from None
+
+
+register_layer(Sequential)

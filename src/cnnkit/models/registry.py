@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from cnnkit._core.errors import ConfigError
+from cnnkit._core.errors import ConfigError, short
 from cnnkit._core.registry import Registry
 
 MODELS = Registry("model")
@@ -71,6 +71,14 @@ def create(
     """
     builder = MODELS.get(name)
     params = inspect.signature(builder).parameters
+    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigError(
+                f"{name}: {key} must be a positive int (or None for the default); received "
+                f"{short(value)}."
+            )
     if not isinstance(include_top, bool):
         raise ConfigError(f"{name}: include_top must be True or False; received {include_top!r}.")
     own_pooling = "pooling" in params  # a builder with its own pooling argument (tcn) gets it

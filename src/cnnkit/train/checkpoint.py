@@ -32,7 +32,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cnnkit._core.errors import CnnkitError, ConfigError
+from cnnkit._core.errors import CnnkitError, ConfigError, short
+from cnnkit.train.rebuild import inside as _inside
+from cnnkit.train.rebuild import read_json as _read_json
+from cnnkit.train.rebuild import rebuild
 from cnnkit.train.state import TrainingState
 
 log = logging.getLogger("cnnkit.train")
@@ -122,33 +125,6 @@ def save_model(
     return folder
 
 
-def _rebuild(arch: dict[str, Any] | None) -> nn.Module:
-    if arch is None:
-        raise CnnkitError(
-            "This checkpoint holds weights but no architecture (the module was not built by "
-            "cnnkit.models.create or cnnkit.Sequential): rebuild the module, wrap it in "
-            "cnnkit.Model, compile it and call cnnkit.train.checkpoint.load_training_state."
-        )
-    kind = arch.get("kind")
-    if kind == "registry":
-        from cnnkit.models import create
-
-        return create(arch["name"], **arch.get("kwargs", {}))
-    if kind == "config":
-        qualname = str(arch.get("class", ""))
-        allowed = {
-            "cnnkit.layers.sequential.Sequential": "cnnkit.layers.sequential",
-            "cnnkit.train.sequential.Sequential": "cnnkit.train.sequential",
-        }
-        if qualname not in allowed:
-            raise CnnkitError(f"Unknown model class {qualname!r} in the saved config.")
-        import importlib
-
-        cls = importlib.import_module(allowed[qualname]).Sequential
-        return cls.from_config(arch["config"])
-    raise CnnkitError(f"Unknown architecture kind {kind!r} in the saved config.")
-
-
 def load_module(
     directory: str | os.PathLike, device: torch.device
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -165,27 +141,24 @@ def load_module(
         # a ModelCheckpoint folder: its best checkpoint, else its last one
         for sub in ("best", "last"):
             if (folder / sub / CONFIG).is_file():
-                return load_module(folder / sub, device)
+                return load_module(_inside(folder, folder / sub, folder), device)
         pickles = [p.name for p in folder.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin")]
         hint = f" It holds {pickles}: cnnkit never unpickles files." if pickles else ""
         raise CnnkitError(f"{cfg_path} not found: not a saved cnnkit model.{hint}")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CnnkitError(f"{cfg_path} is damaged: not valid JSON ({err}).") from None
+    config = _read_json(cfg_path)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CnnkitError(
             f"{cfg_path} is not a cnnkit model config (format "
-            f"{config.get('format') if isinstance(config, dict) else type(config).__name__!r}); "
+            f"{short(config.get('format')) if isinstance(config, dict) else type(config).__name__!r}); "
             "expected a folder written by model.save or ModelCheckpoint."
         )
     name = config.get("weights", WEIGHTS)
     if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
         raise CnnkitError(
-            f"{cfg_path} names the weights file {name!r}; expected a .safetensors file in the "
-            "same folder (cnnkit never unpickles files)."
+            f"{cfg_path} names the weights file {short(name)}; expected a .safetensors file in "
+            "the same folder (cnnkit never unpickles files)."
         )
-    weights = folder / name
+    weights = _inside(folder, folder / name, cfg_path)
     if not weights.is_file():
         raise CnnkitError(f"{weights} is missing.")
     digest = _sha256(weights)
@@ -196,7 +169,7 @@ def load_module(
         )
     if "architecture" not in config:
         raise CnnkitError(f"{cfg_path} has no 'architecture' entry; it cannot be rebuilt.")
-    module = _rebuild(config["architecture"])
+    module = rebuild(config["architecture"], cfg_path)
     try:
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types
@@ -465,10 +438,7 @@ def _read_manifest(folder: Path, name: str = CONFIG) -> dict[str, Any]:
     path = folder / name
     if not path.is_file():
         raise CnnkitError(f"{path} not found: {folder} holds no cnnkit checkpoint.")
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CnnkitError(f"{path} is damaged: not valid JSON ({err}).") from None
+    manifest = _read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CnnkitError(f"{path} is not a cnnkit checkpoint manifest.")
     if manifest.get("kind") != TRAINING_KIND:
@@ -488,8 +458,8 @@ def _load_part(
     entry = (manifest.get("files") or {}).get(part)
     name = entry.get("name") if isinstance(entry, dict) else None
     if not isinstance(name, str) or Path(name).name != name:
-        raise CnnkitError(f"{folder / source} names no valid {part} file ({entry!r}).")
-    path = folder / name
+        raise CnnkitError(f"{folder / source} names no valid {part} file ({short(entry)}).")
+    path = _inside(folder, folder / name, folder / source)
     if not path.is_file():
         raise CnnkitError(f"{path} is missing (named by {folder / source}).")
     digest = _sha256(path)
@@ -517,6 +487,20 @@ def load_training_state(
     """
     folder = Path(folder)
     manifest = _read_manifest(folder, manifest_name)
+    try:
+        return _restore(folder, manifest, manifest_name, workflow)
+    except CnnkitError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as err:
+        raise CnnkitError(
+            f"{folder / manifest_name} is malformed: its training state does not read "
+            f"({type(err).__name__}: {short(str(err), 160)}); not a checkpoint cnnkit wrote."
+        ) from None
+
+
+def _restore(
+    folder: Path, manifest: dict[str, Any], manifest_name: str, workflow: TrainingState
+) -> dict[str, Any]:
     tensors = {part: _load_part(folder, manifest, part, manifest_name) for part in _PARTS}
     training = manifest["training"]
     net = workflow._net
@@ -590,7 +574,11 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
 
 def read_checkpoint_info(folder: str | os.PathLike) -> dict[str, Any]:
     """The ``training`` section of a checkpoint's manifest (epoch, history, extra), verified."""
-    return _read_manifest(Path(folder))["training"]
+    path = Path(folder)
+    training = _read_manifest(path).get("training")
+    if not isinstance(training, dict):
+        raise CnnkitError(f"{path / CONFIG} has no 'training' mapping; not a checkpoint.")
+    return training
 
 
 def resume_training(workflow: TrainingState, path: str | os.PathLike, history: Any) -> int | None:
