@@ -35,7 +35,7 @@ from torch import nn
 from cnnkit._core.errors import CnnkitError, ConfigError, short
 from cnnkit.train.rebuild import inside as _inside
 from cnnkit.train.rebuild import read_json as _read_json
-from cnnkit.train.rebuild import rebuild
+from cnnkit.train.rebuild import rebuild, stored_values
 from cnnkit.train.state import TrainingState
 
 log = logging.getLogger("cnnkit.train")
@@ -169,7 +169,7 @@ def load_module(
         )
     if "architecture" not in config:
         raise CnnkitError(f"{cfg_path} has no 'architecture' entry; it cannot be rebuilt.")
-    module = rebuild(config["architecture"], cfg_path)
+    module = rebuild(config["architecture"], cfg_path, stored_values(weights))
     try:
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import safe_open
 from torch import nn
 
 from cnnkit._core.errors import CnnkitError, did_you_mean, short
@@ -64,10 +67,26 @@ MODEL_CLASSES: dict[str, type] = {"cnnkit.layers.sequential.Sequential": LayerSt
 _NOT_FROM_FILES = ("weights",)
 
 
-def rebuild(arch: Any, source: str | os.PathLike = CONFIG) -> nn.Module:
+def stored_values(weights: Path) -> int:
+    """The number of values a safetensors file holds, from its header (no data read)."""
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            return sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())
+    except Exception as err:  # safetensors raises its own error types
+        raise CnnkitError(f"{weights} cannot be read as safetensors: {err}") from None
+
+
+def rebuild(
+    arch: Any, source: str | os.PathLike = CONFIG, max_values: int | None = None
+) -> nn.Module:
     """The module a saved ``architecture`` describes, with fresh weights. Only a registered
     model (by name, its arguments bound to the builder first) or a registered layer stack
-    is built; anything else is a CnnkitError naming ``source``, before any call."""
+    is built; anything else is a CnnkitError naming ``source``, before any call.
+
+    ``max_values`` (the number of values the saved weights file holds) bounds what the
+    architecture may allocate: the model is first built on the ``meta`` device (no
+    memory), and one whose state holds more values than that is refused before it is
+    built for real (a model.json asking for ``Dense(10**10)`` costs nothing)."""
     if arch is None:
         raise CnnkitError(
             "This checkpoint holds weights but no architecture (the module was not built by "
@@ -84,7 +103,7 @@ def rebuild(arch: Any, source: str | os.PathLike = CONFIG) -> nn.Module:
         name, kwargs = _registry_entry(arch, source)
         from cnnkit.models import create
 
-        return _built(lambda: create(name, **kwargs), f"{source}: model {name!r}")
+        return _built(lambda: create(name, **kwargs), f"{source}: model {name!r}", max_values)
     if kind == "config":
         qualname = arch.get("class", "")
         cls = MODEL_CLASSES.get(qualname) if isinstance(qualname, str) else None
@@ -94,7 +113,7 @@ def rebuild(arch: Any, source: str | os.PathLike = CONFIG) -> nn.Module:
                 f"one of {', '.join(MODEL_CLASSES)}."
             )
         config = arch.get("config")
-        return _built(lambda: cls.from_config(config), f"{source}: {qualname}")
+        return _built(lambda: cls.from_config(config), f"{source}: {qualname}", max_values)
     raise CnnkitError(
         f"Unknown architecture kind {short(kind)} in the saved config {source}; expected "
         "'registry' or 'config'."
@@ -143,8 +162,29 @@ def _refuse_file_arguments(kwargs: Any, what: str) -> None:
             _refuse_file_arguments(value, what)
 
 
-def _built(build, what: str) -> nn.Module:
+def _state_values(build) -> int | None:
+    """How many values the state of ``build()`` holds, built on the meta device; ``None``
+    when the builder cannot run there (it is then built for real, as before)."""
     try:
+        with torch.device("meta"):
+            module = build()
+        return sum(t.numel() for t in module.state_dict().values())
+    except CnnkitError:
+        raise
+    except Exception:  # noqa: BLE001 - an op without a meta kernel; the real build decides
+        return None
+
+
+def _built(build, what: str, max_values: int | None = None) -> nn.Module:
+    try:
+        if max_values is not None:
+            needed = _state_values(build)
+            if needed is not None and needed > max_values:
+                raise CnnkitError(
+                    f"{what} describes a model of {needed:,} values but its weights file "
+                    f"holds {max_values:,}: refusing to build it (the architecture and the "
+                    "weights must come from the same save)."
+                )
         return build()
     except CnnkitError:
         raise
