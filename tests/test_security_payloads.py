@@ -538,6 +538,24 @@ def test_no_callable_in_cnnkit_can_be_named_by_model_json(saved_run, arena):
     assert result["changes"] == [], result["changes"]
 
 
+def test_evaluating_a_shared_run_neither_downloads_nor_creates_its_data_folder(
+    saved_run, arena, import_baseline
+):
+    """A run's config.yaml records the data folder and dataset arguments it was trained
+    with; a shared run could point them at any folder and switch downloads on. evaluate
+    reads the recorded folder only if it exists here and never downloads."""
+    import yaml
+
+    run = _tampered_run(saved_run, arena, lambda c: None)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["dataset"] = {"name": "mnist", "args": {"download": True}}
+    config["run"] = {"data_dir": str(arena.scratch / "victim" / "made-by-evaluate")}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    result = arena.cli(["evaluate", str(run), "--device", "cpu"], import_baseline)
+    assert_cli_refused(result, "mnist")
+    assert "download" in result["stderr"].lower()
+
+
 # ------------------------------------------------------------------ bounded parsing
 
 BOMB_YAML = """\

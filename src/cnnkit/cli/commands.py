@@ -145,9 +145,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model, config = load_run(args.run, device=args.device, precision=args.precision)
     options = run_folder.run_options(config.get("run"), Path(args.run) / run_folder.CONFIG)
-    data_dir = args.data_dir if args.data_dir is not None else options.get("data_dir")
+    data_config, data_dir = run_folder.reading_data(config, options, args.data_dir)
     limit = args.limit if args.limit is not None else options.get("limit")
-    data = load_task_data(config, data_dir, limit)
+    data = load_task_data(data_config, data_dir, limit)
     metrics = score(model, config, data, None)
     test = metrics["test"]
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from cnnkit._core.errors import ConfigError, did_you_mean
+from cnnkit.cli import run_folder
 from cnnkit.report.html import MODEL_PAGE  # the page `cnnkit train` writes next to report.html
 
 log = logging.getLogger("cnnkit.cli")
@@ -135,9 +136,10 @@ def write_run_page(
     model, config = load_run(run)
     check_task(config, ("classification",), "cnnkit explain RUN --html")
     options = config.get("run", {})
+    data_config, data_dir = run_folder.reading_data(config, options, data_dir)
     data = load_data(
-        config["dataset"]["name"], config["dataset"]["args"],
-        data_dir if data_dir is not None else options.get("data_dir"), options.get("limit"),
+        data_config["dataset"]["name"], data_config["dataset"]["args"], data_dir,
+        options.get("limit"),
     )  # fmt: skip
     from cnnkit.cli.run_pages import write_run_model_page
 

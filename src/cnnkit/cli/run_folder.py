@@ -99,6 +99,24 @@ def read_config(run: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def reading_data(
+    config: dict[str, Any], options: dict[str, Any], data_dir: str | None
+) -> tuple[dict[str, Any], str | None]:
+    """The dataset spec and data folder with which a command that only reads (evaluate,
+    predict, explain) loads a run's data: ``--data-dir`` when given, else the run's
+    recorded folder only if it exists here (a shared run cannot make cnnkit create
+    folders elsewhere; ``None``: ``$CNNKIT_DATA``), and never a download."""
+    if data_dir is None:
+        saved = options.get("data_dir")
+        data_dir = saved if saved is not None and Path(saved).expanduser().is_dir() else None
+        if saved is not None and data_dir is None:
+            log.info("the run's data folder %s is not here; reading the default", saved)
+    dataset = dict(config["dataset"], args={**(config["dataset"].get("args") or {})})
+    if dataset["args"].get("download"):
+        dataset["args"]["download"] = False
+    return {**config, "dataset": dataset}, data_dir
+
+
 def run_options(saved: Any, source: str | os.PathLike) -> dict[str, Any]:
     """The ``run`` options a saved file records (``limit``, ``data_dir``, ``precision``,
     ``epochs``), checked: a shared run folder or plan holds data of the expected types,
