@@ -8,6 +8,7 @@ History with a one-process run of the same script with twice the batch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -303,3 +304,62 @@ def test_torchrun_two_processes_equal_one_process_with_twice_the_batch(tmp_path)
     assert ranks[0]["eval"] == ranks[1]["eval"]
     for name, value in single["eval"].items():
         assert ranks[0]["eval"][name] == pytest.approx(value, abs=1e-5), name
+
+
+MASK_RCNN_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch
+    from safetensors.torch import save_file
+    import cnnkit
+    from cnnkit.data.synthetic import shapes
+    from cnnkit.models import create
+
+    out = sys.argv[1]
+    rank = int(os.environ.get("RANK", "0"))
+    torch.set_num_threads(1)
+    images, targets = shapes(n=12, size=64, task="instance", seed=3)
+    cnnkit.seed_everything(100 + rank)  # DDP must broadcast rank 0's initial weights
+    model = cnnkit.Model(create("mask_rcnn", num_classes=4, backbone="small"))
+    model.compile(optimizer="sgd", learning_rate=0.01, device="cpu", precision="fp32")
+    hist = model.fit(images, targets, epochs=2, batch_size=2, verbose=0)
+    ev = model.evaluate(images[:6], targets[:6], batch_size=2)
+    res = {"history": hist.history, "eval": ev, "world": model._dist.world_size,
+           "wrapper": type(model._step_module).__name__}
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
+        json.dump(res, fh, default=float)
+    params = {k: p.detach().contiguous() for k, p in model._net.named_parameters()}
+    save_file(params, os.path.join(out, f"params{rank}.safetensors"))
+    """
+)
+
+
+def test_torchrun_trains_mask_rcnn_through_model_fit(tmp_path):
+    """A model that computes its own losses under DDP (issue 16): both ranks end with the
+    same parameters (BatchNorm statistics stay per rank, as in torch), the same history of
+    the summed and named losses (reduced over the ranks) and the same evaluation."""
+    from safetensors.torch import load_file
+
+    script = tmp_path / "train.py"
+    script.write_text(MASK_RCNN_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(
+        OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    )
+    _run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--standalone", str(script), str(tmp_path)],
+        env, timeout=300,
+    )  # fmt: skip
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert [r["wrapper"] for r in ranks] == ["DistributedDataParallel"] * 2
+    history = ranks[0]["history"]
+    assert {"loss", "loss_classifier", "loss_mask", "loss_objectness"} <= set(history)
+    assert all(len(v) == 2 and all(math.isfinite(x) for x in v) for v in history.values())
+    assert ranks[1]["history"] == history and ranks[1]["eval"] == ranks[0]["eval"]
+    assert {"loss", "bbox", "segm"} <= set(ranks[0]["eval"])
+    p0, p1 = (load_file(tmp_path / f"params{r}.safetensors") for r in range(2))
+    assert p0.keys() == p1.keys() and len(p0) > 20
+    # the ranks were seeded differently: equal parameters mean rank 0's were broadcast
+    assert all(torch.equal(p0[k], p1[k]) for k in p0)

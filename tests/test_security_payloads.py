@@ -122,7 +122,9 @@ def _watch(cmd: list[str], cwd: Path, env: dict[str, str], baseline: int | None)
             base = json.loads(out[0]).get("baseline")
         limit = (base if base is not None else 2048 * MB) + GROWTH_LIMIT
         if rss > limit:
-            killed = f"killed by the watchdog at {rss / MB:.0f} MB resident (limit {limit / MB:.0f})"
+            killed = (
+                f"killed by the watchdog at {rss / MB:.0f} MB resident (limit {limit / MB:.0f})"
+            )
             proc.kill()
         elif time.monotonic() - start > WALL_LIMIT:
             killed = f"killed after {WALL_LIMIT:.0f} s"
