@@ -276,3 +276,28 @@ def test_models_recipes_lists_recipes_with_descriptions(capsys):
         description = yaml.safe_load((RECIPE_DIR / f"{name}.yaml").read_text())["description"]
         summary = line.split(None, 1)[1]
         assert " ".join(description.split()).startswith(summary) and len(summary) > 20
+
+
+def test_history_stays_one_value_per_epoch_when_keys_come_and_go(tmp_path):
+    """A run resumed by a cnnkit that logs more (learning_rate from epoch 3 on) ended in
+    an IndexError when history.csv was written: every key now has one value per epoch,
+    NaN where it was not logged, and the csv is written."""
+    import csv
+    import math
+
+    from cnnkit.cli.run_folder import write_history
+    from cnnkit.train.model import History
+
+    h = History()
+    h.restore({"loss": [3.0, 2.0, 1.0], "learning_rate": [0.1]}, [0, 1, 2])
+    assert all(math.isnan(v) for v in h.history["learning_rate"][:2])
+    assert h.history["learning_rate"][2] == 0.1
+    h.append(3, {"loss": 0.5, "learning_rate": 0.05, "val_loss": 0.7})
+    h.append(4, {"loss": 0.4, "val_loss": 0.6})
+    assert {k: len(v) for k, v in h.history.items()} == {"loss": 5, "learning_rate": 5,
+                                                          "val_loss": 5}  # fmt: skip
+    assert math.isnan(h.history["learning_rate"][4]) and math.isnan(h.history["val_loss"][0])
+    assert h.epoch == [0, 1, 2, 3, 4]
+    write_history(tmp_path / "history.csv", h.history)
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert len(rows) == 5 and float(rows[3]["learning_rate"]) == 0.05

@@ -612,8 +612,7 @@ def resume_training(workflow: TrainingState, path: str | os.PathLike, history: A
             folder / PREVIOUS,
             info["epoch"] + 1,
         )
-    history.history = {k: list(v) for k, v in info["history"].items()}
-    history.epoch = list(info["history_epochs"])
+    history.restore(info["history"], info["history_epochs"])
     position = workflow._resume_position = info.get("position")
     step = (position or {}).get("step", 0)
     where = f"in epoch {info['epoch'] + 2} after step {step}" if step else "after epoch"

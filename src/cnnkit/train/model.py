@@ -61,9 +61,21 @@ class History:
         self.epoch: list[int] = []
 
     def append(self, epoch: int, logs: dict[str, float]) -> None:
+        """Add an epoch's logs; a key missing from this epoch (or new in it) is NaN for
+        the epochs without it, so every list has one value per epoch."""
+        done = len(self.epoch)
         self.epoch.append(epoch)
         for k, v in logs.items():
-            self.history.setdefault(k, []).append(v)
+            self.history.setdefault(k, [math.nan] * done).append(v)
+        for values in self.history.values():
+            values.extend([math.nan] * (done + 1 - len(values)))
+
+    def restore(self, history: dict[str, list[float]], epochs: list[int]) -> None:
+        """A saved history (a checkpoint's). A key logged only from some epoch on (a run
+        resumed by a newer cnnkit that logs more) gets NaN for the epochs before it."""
+        self.epoch = [int(e) for e in epochs]
+        n = max([len(self.epoch), *(len(v) for v in history.values())], default=0)
+        self.history = {k: [math.nan] * (n - len(v)) + list(v) for k, v in history.items()}
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
