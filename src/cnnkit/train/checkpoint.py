@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cnnkit._core.errors import CnnkitError, ConfigError, short
-from cnnkit.train.rebuild import inside as _inside
+from cnnkit._core.paths import inside
 from cnnkit.train.rebuild import read_json as _read_json
 from cnnkit.train.rebuild import rebuild, stored_values
 from cnnkit.train.state import TrainingState
@@ -141,7 +141,7 @@ def load_module(
         # a ModelCheckpoint folder: its best checkpoint, else its last one
         for sub in ("best", "last"):
             if (folder / sub / CONFIG).is_file():
-                return load_module(_inside(folder, folder / sub, folder), device)
+                return load_module(inside(folder, sub, f"{folder}: the {sub}/ checkpoint"), device)
         pickles = [p.name for p in folder.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin")]
         hint = f" It holds {pickles}: cnnkit never unpickles files." if pickles else ""
         raise CnnkitError(f"{cfg_path} not found: not a saved cnnkit model.{hint}")
@@ -158,7 +158,7 @@ def load_module(
             f"{cfg_path} names the weights file {short(name)}; expected a .safetensors file in "
             "the same folder (cnnkit never unpickles files)."
         )
-    weights = _inside(folder, folder / name, cfg_path)
+    weights = inside(folder, name, f"{cfg_path}: the weights file")
     if not weights.is_file():
         raise CnnkitError(f"{weights} is missing.")
     digest = _sha256(weights)
@@ -459,7 +459,7 @@ def _load_part(
     name = entry.get("name") if isinstance(entry, dict) else None
     if not isinstance(name, str) or Path(name).name != name:
         raise CnnkitError(f"{folder / source} names no valid {part} file ({short(entry)}).")
-    path = _inside(folder, folder / name, folder / source)
+    path = inside(folder, name, f"{folder / source}: the tensor file")
     if not path.is_file():
         raise CnnkitError(f"{path} is missing (named by {folder / source}).")
     digest = _sha256(path)

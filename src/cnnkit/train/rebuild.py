@@ -26,7 +26,7 @@ from cnnkit._core.errors import CnnkitError, did_you_mean, short
 from cnnkit._core.registry import check_arguments
 from cnnkit.layers.sequential import Sequential as LayerStack
 
-__all__ = ["MAX_MANIFEST_BYTES", "MODEL_CLASSES", "inside", "read_json", "rebuild"]
+__all__ = ["MAX_MANIFEST_BYTES", "MODEL_CLASSES", "read_json", "rebuild", "stored_values"]
 
 CONFIG = "model.json"
 
@@ -46,18 +46,6 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise CnnkitError(f"{path} is damaged: not valid JSON ({short(str(err), 200)}).") from None
-
-
-def inside(folder: Path, path: Path, source: Path) -> Path:
-    """``path`` (named by ``source``), refused when it resolves outside ``folder`` (a
-    symlink leaving the saved folder)."""
-    root = folder.resolve()
-    if path.exists() and not path.resolve().is_relative_to(root):
-        raise CnnkitError(
-            f"{path} (named by {source}) resolves to {path.resolve()}, outside {root}; a saved "
-            "model only reads files in its own folder."
-        )
-    return path
 
 
 #: the model classes a saved ``kind: config`` architecture may name; looked up, never
