@@ -21,13 +21,11 @@ import hashlib
 import json
 import logging
 import os
-import random
 import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -37,6 +35,7 @@ from cnnkit._core.paths import inside
 from cnnkit.train.rebuild import read_json as _read_json
 from cnnkit.train.rebuild import rebuild, stored_values
 from cnnkit.train.state import TrainingState
+from cnnkit.train.state_codec import decode, encode, rng_state, set_rng_state
 
 log = logging.getLogger("cnnkit.train")
 
@@ -194,99 +193,6 @@ TRAINING_KIND = "training-checkpoint"
 _PARTS = ("model", "optimizer", "rng")
 
 
-def _encode_key(key: Any, where: str) -> Any:
-    if key is None or isinstance(key, (bool, int, float, str)):
-        return key
-    raise CnnkitError(f"Cannot checkpoint {where}: key {key!r} is not a JSON value.")
-
-
-def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """JSON-able ``obj`` with tensors moved into ``tensors`` (keys are their paths)."""
-    if isinstance(obj, torch.Tensor):
-        tensors[path] = obj.detach().to("cpu").contiguous().clone()
-        return {"__tensor__": path}
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
-            return {k: _encode(v, f"{path}.{k}", tensors) for k, v in obj.items()}
-        return {
-            "__items__": [
-                [_encode_key(k, path), _encode(v, f"{path}.{k}", tensors)] for k, v in obj.items()
-            ]
-        }
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]}
-    if isinstance(obj, list):
-        return [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise CnnkitError(
-        f"Cannot checkpoint {path} = {type(obj).__name__}: only tensors and JSON values are "
-        "saved (cnnkit never pickles)."
-    )
-
-
-def _decode(obj: Any, tensors: dict[str, torch.Tensor], source: Path) -> Any:
-    if isinstance(obj, list):
-        return [_decode(v, tensors, source) for v in obj]
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            key = obj["__tensor__"]
-            if key not in tensors:
-                raise CnnkitError(f"{source} lacks the tensor {key!r} named in its manifest.")
-            return tensors[key]
-        if "__tuple__" in obj:
-            return tuple(_decode(v, tensors, source) for v in obj["__tuple__"])
-        if "__items__" in obj:
-            return {k: _decode(v, tensors, source) for k, v in obj["__items__"]}
-        return {k: _decode(v, tensors, source) for k, v in obj.items()}
-    return obj
-
-
-def _rng_state(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    tensors["torch_cpu"] = torch.get_rng_state()
-    cuda = 0
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch_cuda.{i}"] = state
-            cuda = i + 1
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {
-        "numpy": {
-            "kind": str(kind),
-            "keys": np.asarray(keys).tolist(),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
-        "cuda_devices": cuda,
-    }
-
-
-def _set_rng_state(info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(tensors["torch_cpu"])
-    n = int(info.get("cuda_devices", 0))
-    if n and torch.cuda.is_available() and torch.cuda.device_count() == n:
-        torch.cuda.set_rng_state_all([tensors[f"torch_cuda.{i}"] for i in range(n)])
-    elif n:
-        log.warning("the checkpoint holds %d CUDA RNG states; not restored on this machine", n)
-    npy = info["numpy"]
-    np.random.set_state(
-        (
-            npy["kind"],
-            np.asarray(npy["keys"], dtype=np.uint32),
-            npy["pos"],
-            npy["has_gauss"],
-            npy["cached_gaussian"],
-        )
-    )
-    py = info["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
-
-
 def _grad_scaler(workflow: TrainingState) -> Any:
     for attr in ("scaler", "_scaler", "grad_scaler", "_grad_scaler"):
         obj = getattr(workflow, attr, None)
@@ -362,7 +268,7 @@ def save_training_state(
         "shuffle_seed": getattr(workflow, "_shuffle_seed", None),
         "optimizer": {
             "class": type(optimizer).__name__,
-            "state": _encode(optimizer.state_dict(), "optimizer", opt_tensors),
+            "state": encode(optimizer.state_dict(), "optimizer", opt_tensors),
         },
         "scheduler": None,
         "grad_scaler": None,
@@ -372,15 +278,15 @@ def save_training_state(
     if scheduler is not None:
         training["scheduler"] = {
             "class": type(scheduler).__name__,
-            "state": _encode(scheduler.state_dict(), "scheduler", opt_tensors),
+            "state": encode(scheduler.state_dict(), "scheduler", opt_tensors),
         }
     scaler = _grad_scaler(workflow)
     if scaler is not None:
-        training["grad_scaler"] = _encode(scaler.state_dict(), "grad_scaler", opt_tensors)
+        training["grad_scaler"] = encode(scaler.state_dict(), "grad_scaler", opt_tensors)
     rng_tensors: dict[str, torch.Tensor] = {}
-    training["rng"] = _rng_state(rng_tensors)
+    training["rng"] = rng_state(rng_tensors)
     if position is not None:
-        training["position"] = _encode(position, "position", rng_tensors)
+        training["position"] = encode(position, "position", rng_tensors)
 
     tag = f"e{int(epoch):05d}-{secrets.token_hex(4)}"
     files: dict[str, dict[str, str]] = {}
@@ -523,7 +429,7 @@ def _restore(
         )
     opt_file = folder / manifest["files"]["optimizer"]["name"]
     try:
-        optimizer.load_state_dict(_decode(saved_opt["state"], tensors["optimizer"], opt_file))
+        optimizer.load_state_dict(decode(saved_opt["state"], tensors["optimizer"], opt_file))
     except (ValueError, KeyError, RuntimeError) as err:
         raise CnnkitError(f"{opt_file} does not fit this optimizer: {err}") from None
     _match_param_layout(optimizer)
@@ -535,13 +441,13 @@ def _restore(
                 f"{folder} was written with a {saved_sched['class']} schedule but this model "
                 f"has {have}; compile with the same lr_schedule to resume."
             )
-        scheduler.load_state_dict(_decode(saved_sched["state"], tensors["optimizer"], opt_file))
+        scheduler.load_state_dict(decode(saved_sched["state"], tensors["optimizer"], opt_file))
     elif scheduler is not None:
         log.warning("%s holds no schedule state; the compiled schedule starts afresh", folder)
     scaler = _grad_scaler(workflow)
     if scaler is not None and training.get("grad_scaler") is not None:
-        scaler.load_state_dict(_decode(training["grad_scaler"], tensors["optimizer"], opt_file))
-    _set_rng_state(training["rng"], tensors["rng"])
+        scaler.load_state_dict(decode(training["grad_scaler"], tensors["optimizer"], opt_file))
+    set_rng_state(training["rng"], tensors["rng"])
     if training.get("shuffle_seed") is not None:
         workflow._shuffle_seed = int(training["shuffle_seed"])
     position = training.get("position")
@@ -550,7 +456,7 @@ def _restore(
         "history": training.get("history", {}),
         "history_epochs": training.get("history_epochs", []),
         "extra": training.get("extra", {}),
-        "position": None if position is None else _decode(position, tensors["rng"], folder),
+        "position": None if position is None else decode(position, tensors["rng"], folder),
     }
 
 
