@@ -271,6 +271,22 @@ def test_the_tables_hold_only_cnnkits_layers_and_the_two_stacks():
     assert {"Conv2D", "Dense", "Sequential", "ResidualBlock", "Inception"} <= set(LAYERS)
 
 
+def test_every_public_layer_with_a_config_is_in_the_table():
+    """The table is explicit (cnnkit/layers/__init__.py): a new layer with get_config
+    that is not listed could be saved but not loaded; this catches it."""
+    import cnnkit.layers as layers
+    from cnnkit.layers.base import Layer
+
+    public = {
+        obj
+        for name, obj in vars(layers).items()
+        if inspect.isclass(obj) and issubclass(obj, Layer) and hasattr(obj, "get_config")
+    }
+    assert public and public <= set(LAYERS.values()), sorted(
+        c.__name__ for c in public - set(LAYERS.values())
+    )
+
+
 # ---------------------------------------------------------------------- malformed model.json
 
 GOOD_LAYER = {"class_name": "Dense", "module": "cnnkit.layers.core", "config": {"units": 2}}

@@ -40,9 +40,9 @@ _RANK_NAMES = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
 #: cnnkit's layer classes by class name: the only classes ``Sequential.from_config`` (and
-#: so ``cnnkit.load``) rebuilds from a saved config. The classes enter it themselves
-#: (:meth:`Layer.__init_subclass__`, :func:`register_layer`); a name read from a file is
-#: looked up here, never imported.
+#: so ``cnnkit.load``) rebuilds from a saved config, entered explicitly with
+#: :func:`register_layer` (``cnnkit/layers/__init__.py`` lists cnnkit's); a name read from
+#: a file is looked up here, never imported.
 LAYERS: dict[str, type] = {}
 #: the same classes by ``module.QualName`` (two classes may share a name: the layer stack
 #: ``Sequential`` and its training subclass ``cnnkit.Sequential``)
@@ -51,8 +51,8 @@ _QUALIFIED: dict[str, type] = {}
 
 def register_layer(cls: type) -> type:
     """Let ``Sequential.from_config`` (and ``cnnkit.load``) rebuild ``cls`` from a saved
-    config: ``cls(**config)`` with ``config`` from its ``get_config``. cnnkit's layers
-    register when defined; a decorator for a layer of one's own."""
+    config: ``cls(**config)`` with ``config`` from its ``get_config``. cnnkit's layers are
+    listed in ``cnnkit/layers/__init__.py``; a decorator for a layer of one's own."""
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         raise ConfigError(f"register_layer expects an nn.Module class; received {cls!r}.")
     known = LAYERS.get(cls.__name__)
@@ -97,17 +97,6 @@ class Layer(nn.Module):
     emit_logits: bool = False
     #: minimum rank (with batch) for layers with spatial_dims None
     min_rank: int = 2
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """cnnkit's public layers with a ``get_config`` enter :data:`LAYERS`."""
-        super().__init_subclass__(**kwargs)
-        if (
-            cls.__module__.startswith("cnnkit.")
-            and not cls.__name__.startswith("_")
-            and "<locals>" not in cls.__qualname__
-            and hasattr(cls, "get_config")
-        ):
-            register_layer(cls)
 
     def __init__(
         self, *, input_shape: Sequence[int] | None = None, name: str | None = None
