@@ -107,6 +107,14 @@ def _unknown(where: str, keys, allowed) -> None:
 SCHEDULES = ("cosine", "step_decay", "warmup_step_decay")
 
 
+def schedule_table() -> dict[str, Any]:
+    """``compile.lr_schedule`` names -> the schedule functions of
+    :mod:`cnnkit.train.schedules` (the names of :data:`SCHEDULES`)."""
+    from cnnkit.train import schedules
+
+    return {name: getattr(schedules, name) for name in SCHEDULES}
+
+
 def _check_schedule(value: Any, source: str) -> None:
     if value is None:
         return
@@ -176,9 +184,9 @@ CALLBACKS = ("ReduceLROnPlateau", "EarlyStopping")
 def callback_table() -> dict[str, type]:
     """``fit.callbacks`` names -> classes: a config's name is looked up here, never in a
     module's attributes."""
-    from cnnkit.train.callbacks import EarlyStopping, ReduceLROnPlateau
+    from cnnkit.train import callbacks
 
-    return {"ReduceLROnPlateau": ReduceLROnPlateau, "EarlyStopping": EarlyStopping}
+    return {name: getattr(callbacks, name) for name in CALLBACKS}
 
 
 def build_callbacks(specs: Any, source: str) -> list[Any]:

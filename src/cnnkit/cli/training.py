@@ -21,7 +21,7 @@ from cnnkit._core.registry import check_arguments
 from cnnkit.cli import run_folder
 from cnnkit.cli.datasets import TaskData, load_data
 from cnnkit.cli.plots import make_plots
-from cnnkit.cli.recipes import build_callbacks
+from cnnkit.cli.recipes import build_callbacks, schedule_table
 from cnnkit.cli.scores import score
 
 #: the classes a model predicts, by task: Mask R-CNN's labels 1..K leave out classes[0]
@@ -120,13 +120,7 @@ def lr_schedule(config: dict[str, Any]):
     spec = config["compile"].get("lr_schedule")
     if not spec:
         return None
-    from cnnkit.train import schedules
-
-    table = {
-        "cosine": schedules.cosine,
-        "step_decay": schedules.step_decay,
-        "warmup_step_decay": schedules.warmup_step_decay,
-    }
+    table = schedule_table()
     name = spec.get("name") if isinstance(spec, dict) else None
     if name not in table:
         raise ConfigError(
