@@ -148,6 +148,25 @@ def table(items: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _auto(recipe: str) -> str:
+    """What ``--precision auto`` runs for a shipped recipe: its ``compile.precision`` if it
+    fixes one, else bf16 on a CPU with native bf16 (AMP on CUDA), fp32 elsewhere."""
+    from cnnkit.cli.recipes import list_recipes, load_config
+
+    if recipe not in list_recipes():
+        return "-"
+    fixed = load_config(recipe)["compile"].get("precision")
+    return f"{fixed} (the recipe's `compile.precision`)" if fixed else "bf16 where native"
+
+
+def _same_seeds(summary: dict[str, Any], seeds: list[int], metric: str) -> str:
+    """Mean of ``metric`` over the runs of ``summary`` whose seed is in ``seeds``."""
+    values = [r["metrics"].get(f"test.{metric}") for r in summary.get("runs", [])
+              if r.get("seed") in seeds]  # fmt: skip
+    values = [v for v in values if isinstance(v, (int, float))]
+    return f"{sum(values) / len(values):.4f}" if len(values) == len(seeds) else "-"
+
+
 def parity(items: list[dict[str, Any]]) -> str:
     """bf16 against fp32 where both ran: the bf16 mean within one fp32 std of the fp32 mean."""
     by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
@@ -164,21 +183,25 @@ def parity(items: list[dict[str, Any]]) -> str:
             continue
         std = a.get("std") or 0.0
         ok = abs(b["mean"] - a["mean"]) <= std
+        seeds = list(runs["bf16"]["seeds"])
         lines.append(
-            f"| `{recipe}` | {dataset} | {metric} | {a['mean']:.4f} ± {std:.4f} | "
-            f"{b['mean']:.4f} ± {(b.get('std') or 0):.4f} | {_yes(ok)} | "
-            f"{_cpu(runs['bf16']['cpu'])} |"
+            f"| `{recipe}` | {dataset} | {metric} | {a['mean']:.4f} ± {std:.4f} "
+            f"({len(runs['fp32']['seeds'])}) | {_same_seeds(runs['fp32'], seeds, metric)} | "
+            f"{b['mean']:.4f} ± {(b.get('std') or 0):.4f} ({len(seeds)}) | {_yes(ok)} | "
+            f"{_auto(recipe)} | {_cpu(runs['bf16']['cpu'])} |"
         )
     if not lines:
         return ("Precision parity (`--precision bf16`): no recipe has both an fp32 and a bf16 "
                 "reproduction yet.")  # fmt: skip
     head = [
-        "Precision parity: the same seeds with `--precision bf16` (bf16 autocast; emulated and "
-        "slow on CPUs without native bf16):",
+        "Precision parity: the recipe with `--precision bf16` (bf16 autocast; emulated and "
+        "slow on CPUs without native bf16) on seeds of its fp32 reproduction "
+        "(seed counts in parentheses; the fp32 mean over those same seeds is given too). "
+        "The last but one column says what `--precision auto` runs for the recipe:",
         "",
-        "| recipe | dataset | metric | fp32 mean ± std | bf16 mean ± std | bf16 within one "
-        "fp32 std | CPU |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| recipe | dataset | metric | fp32 mean ± std (seeds) | fp32 mean, same seeds as "
+        "bf16 | bf16 mean ± std (seeds) | bf16 within one fp32 std | `auto` runs | CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     return "\n".join(head + lines)
 

@@ -394,3 +394,88 @@ def test_schedule_arguments_are_checked():
     with pytest.raises(ConfigError, match="would replace"):
         model = _model(lr_schedule=cosine(3))
         model.fit(*_data(), epochs=1, verbose=0, callbacks=[LearningRateScheduler(cosine(3))])
+
+
+def test_schedule_arguments_take_numpy_numbers():
+    """np.int64 epochs and np.float32 factors (from a NumPy computation) are numbers; the
+    schedule is the same as with Python ones (torch's own scheduler as reference)."""
+    import numpy as np
+
+    cases = [
+        (
+            step_decay(np.array([2, 4]), np.float32(0.5)),
+            lambda o: lr_scheduler.MultiStepLR(o, [2, 4], 0.5),
+        ),
+        (step_decay(np.int64(2), np.float64(0.5)), lambda o: lr_scheduler.StepLR(o, 2, 0.5)),
+        (
+            cosine(np.int32(4), np.float32(0.001)),
+            lambda o: lr_scheduler.CosineAnnealingLR(o, 4, 0.001),
+        ),
+    ]
+    for schedule, reference in cases:
+        rec = Recorder()
+        _model(lr=0.02, lr_schedule=schedule).fit(*_data(), epochs=6, verbose=0, callbacks=[rec])
+        assert rec.lrs == pytest.approx(_torch_lrs(reference, 6, 0.02), rel=1e-6)
+    assert repr(reduce_on_plateau("loss", np.float32(0.5), np.int64(3))) == repr(
+        reduce_on_plateau("loss", 0.5, 3)
+    )
+    for bad in ([2.5], [np.float32(2)], [True], np.array([[2, 4]])):
+        with pytest.raises(ConfigError, match="strictly increasing positive epoch"):
+            step_decay(bad)
+
+
+def test_callback_arguments_take_numpy_numbers():
+    """The callbacks take NumPy numbers as Keras' do, and train exactly as with Python ones."""
+    import numpy as np
+
+    from cnnkit.callbacks import ReduceLROnPlateau
+
+    def run(patience, factor, save_freq, min_delta, tmp):
+        rec = Recorder()
+        cbs = [
+            ReduceLROnPlateau("loss", factor=factor, patience=patience, min_delta=min_delta),
+            EarlyStopping("loss", patience=patience, min_delta=min_delta),
+            ModelCheckpoint(tmp, save_freq=save_freq),
+            LearningRateScheduler(lambda epoch, lr: np.float32(lr)),  # a NumPy rate
+            rec,
+        ]
+        torch.manual_seed(0)
+        model = _model(lr=0.5)
+        history = model.fit(*_data(), epochs=6, verbose=0, callbacks=cbs)
+        return rec.lrs, history.history["loss"]
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        plain = run(1, 0.5, 2, 0.01, a)
+        numpy = run(np.int64(1), np.float32(0.5), np.int32(2), np.float32(0.01), b)
+    assert numpy[0] == pytest.approx(plain[0], rel=1e-6)
+    assert numpy[1] == pytest.approx(plain[1], rel=1e-5)
+    with pytest.raises(ConfigError, match="patience must be an int >= 0; received 1.5"):
+        EarlyStopping(patience=1.5)
+    with pytest.raises(ConfigError, match="received True"):
+        ReduceLROnPlateau(min_lr=True)
+
+
+def test_a_schedule_that_turns_the_rate_negative_stops_fit():
+    """A custom schedule whose rate goes below 0 would make SGD climb the loss, silently:
+    fit stops at the step that set it, naming the scheduler and the rate."""
+    schedule = lambda opt: lr_scheduler.LambdaLR(opt, lambda epoch: 1.0 - epoch)  # noqa: E731
+    model = _model(lr=0.1, lr_schedule=schedule)
+    with pytest.raises(ConfigError, match=r"LambdaLR.*received -0\.1"):
+        model.fit(*_data(), epochs=4, verbose=0)
+    assert model.history.history["loss"] and len(model.history.history["loss"]) == 2
+
+
+def test_learning_rate_with_an_optimizer_instance_or_callable_is_refused():
+    """compile(learning_rate=...) applies to an optimizer given by name; an instance or a
+    callable already carries its rate, and cnnkit will not silently ignore the other."""
+    net = cnnkit.Sequential([Flatten(), Dense(3)], input_shape=(1, 6, 6))
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match=r"learning_rate=0\.01.*SGD instance.*lr=\[0\.1\]"):
+        net.compile(optimizer=sgd, loss="mse", learning_rate=0.01)
+    make = lambda params: torch.optim.SGD(params, lr=0.1)  # noqa: E731
+    with pytest.raises(ConfigError, match="optimizer callable '<lambda>'"):
+        net.compile(optimizer=make, loss="mse", learning_rate=0.01)
+    net.compile(optimizer=sgd, loss="mse")  # without learning_rate both are fine
+    net.compile(optimizer=make, loss="mse", learning_rate=None)

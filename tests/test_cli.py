@@ -241,6 +241,29 @@ def test_lr_schedule_in_a_config(tmp_path, capsys):
     assert code == 2 and "'cosin'" in err and "Did you mean 'cosine'" in err
 
 
+def test_a_recipe_can_fix_what_precision_auto_means(tmp_path, capsys, monkeypatch):
+    """compile.precision: fp32 makes --precision auto (the default) train in fp32 even
+    where auto would mean bf16 (forced here as on an AMX CPU); an explicit --precision
+    still wins; a bad value is a one-line error."""
+    monkeypatch.setenv("CNNKIT_ASSUME_NATIVE_BF16", "1")  # auto -> bf16 on this CPU
+    config = yaml.safe_load((REPO / "src/cnnkit/cli/recipes/digits-lenet5.yaml").read_text())
+    config["fit"]["epochs"] = 1
+    config["compile"]["precision"] = "fp32"
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(config))
+    used = {}
+    for given in ("auto", "bf16"):
+        out = tmp_path / given
+        argv = ["train", str(path), "--out", str(out), "--limit", "64", "--verbose", "0"]
+        assert run([*argv, "--precision", given, "--threads", "1"], capsys)[0] == 0
+        used[given] = json.loads((out / "environment.json").read_text())["precision"]
+    assert used == {"auto": "fp32", "bf16": "bf16"}
+    config["compile"]["precision"] = "fp8"
+    path.write_text(yaml.safe_dump(config))
+    code, _, err = run(["train", str(path), "--out", str(tmp_path / "bad")], capsys)
+    assert code == 2 and "compile.precision must be one of" in err and "'fp8'" in err
+
+
 def test_bad_recipe_and_dataset_names_suggest(capsys):
     code, _, err = run(["train", "digits-lenet"], capsys)
     assert code == 2

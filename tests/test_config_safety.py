@@ -568,8 +568,8 @@ def test_config_callbacks_are_a_table_with_bound_arguments(callbacks, pattern):
 @pytest.mark.parametrize(
     "spec, pattern",
     [
-        ({"name": "Schedule", "args": {}}, "unknown compile.lr_schedule"),
-        ({"name": "current_lr"}, "unknown compile.lr_schedule"),
+        ({"name": "Schedule", "args": {}}, "unknown lr_schedule"),
+        ({"name": "current_lr"}, "unknown lr_schedule"),
         ({"name": "step_decay", "args": {}}, "needs the argument.*boundaries"),
         ({"name": "cosine", "args": {"T_maxx": 3}}, "no argument 'T_maxx'.*T_max"),
     ],

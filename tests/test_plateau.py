@@ -246,14 +246,33 @@ def test_shipped_recipes_validate_with_structured_references():
             assert {"metric", "value", "source"} <= set(ref)
 
 
-def test_instance_recipes_refuse_fit_callbacks(tmp_path):
+def test_instance_recipes_take_fit_callbacks_and_restore_best(tmp_path):
+    """Mask R-CNN trains through Model.fit like every task (issue 16), so a recipe's
+    ReduceLROnPlateau acts on its summed loss and restore_best keeps the best epoch."""
     import yaml
+    from safetensors.torch import load_file
 
-    from cnnkit.cli.recipes import RECIPE_DIR, load_config
+    from cnnkit.cli.recipes import RECIPE_DIR
+    from cnnkit.train.checkpoint import read_checkpoint_info
 
     config = yaml.safe_load((RECIPE_DIR / "shapes-maskrcnn.yaml").read_text())
-    config["fit"]["restore_best"] = "loss"
-    path = tmp_path / "m.yaml"
+    config["dataset"]["args"]["n"] = 12
+    config["compile"].pop("lr_schedule")
+    config["fit"].update(epochs=3, restore_best="loss")
+    config["fit"]["callbacks"] = [
+        {"name": "ReduceLROnPlateau",  # min_delta 100: no epoch after the first improves
+         "args": {"monitor": "loss", "factor": 0.5, "patience": 0, "min_delta": 100.0}},
+    ]  # fmt: skip
+    path, run = tmp_path / "m.yaml", tmp_path / "run"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match="not available for task 'instance'"):
-        load_config(str(path))
+    assert main(["train", str(path), "--out", str(run), "--device", "cpu", "--threads", "1"]) == 0
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    # Keras' rule with patience 0: the first epoch improves on inf, the second does not
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.02, 0.02, 0.01])
+    losses = [float(r["loss"]) for r in rows]
+    info = read_checkpoint_info(run / "checkpoints" / "best")
+    assert info["epoch"] == losses.index(min(losses))  # 0-based, as in history.csv
+    best = next((run / "checkpoints" / "best").glob(f"model-e{info['epoch']:05d}-*.safetensors"))
+    saved, kept = load_file(run / "model.safetensors"), load_file(best)
+    assert saved.keys() == kept.keys() and all(torch.equal(saved[k], kept[k]) for k in saved)

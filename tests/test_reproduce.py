@@ -191,6 +191,32 @@ def test_collector_row_shows_spread_reference_seeds_precision_cpu_and_time():
     assert "90 s (30 s/seed); CPU 60 s" in row
 
 
+def test_collector_parity_compares_bf16_with_fp32_on_the_same_seeds():
+    """The parity row: fp32 mean ± std over all its seeds, the fp32 mean over the seeds
+    bf16 ran, the bf16 mean ± std, whether it is within one fp32 std, and what
+    --precision auto runs for the recipe (ucr-fcn1d fixes fp32 in its YAML)."""
+    fp32_values, bf16_values = [1.0, 0.98, 1.0, 0.96, 1.0], [1.0, 0.94, 1.0]
+
+    def summary(precision, values):
+        metrics = {"test.accuracy": rp.spread(values)}
+        runs = [{"seed": i, "metrics": {"test.accuracy": v}} for i, v in enumerate(values)]
+        return {"recipe": "ucr-fcn1d", "dataset": "Coffee", "seeds": list(range(len(values))),
+                "precision": precision, "metrics": metrics, "runs": runs,
+                "reference": {"metric": "accuracy"}, "cpu": {"model": "CPU X"}}  # fmt: skip
+
+    text = _collector().parity([summary("fp32", fp32_values), summary("bf16", bf16_values)])
+    (row,) = [line for line in text.splitlines() if line.startswith("| `ucr-fcn1d`")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    std = np.std(fp32_values, ddof=1)
+    assert cells[3] == f"{np.mean(fp32_values):.4f} ± {std:.4f} (5)"
+    assert cells[4] == f"{np.mean(fp32_values[:3]):.4f}"  # seeds 0, 1, 2
+    assert cells[5] == f"{np.mean(bf16_values):.4f} ± {np.std(bf16_values, ddof=1):.4f} (3)"
+    assert cells[6] == (
+        "yes" if abs(np.mean(bf16_values) - np.mean(fp32_values)) <= std else "**no**"
+    )
+    assert cells[7].startswith("fp32")
+
+
 def test_help(capsys):
     with pytest.raises(SystemExit) as info:
         main(["reproduce", "--help"])

@@ -218,3 +218,51 @@ def test_html_report_escapes_user_strings(tmp_path):
     page = report.write_run_report(run).read_text()
     assert "<script>" not in page and "<img src=x" not in page and "<b>cat" not in page
     assert "&lt;script&gt;" in page and "&lt;b&gt;cat" in page
+
+
+def test_json_files_are_read_with_a_bound_and_their_damage_named(tmp_path):
+    """One reader for every JSON file cnnkit parses: over the size bound (checked before
+    reading), nested past Python's parser, not UTF-8 or not JSON: a CnnkitError naming the
+    file, never a RecursionError or a read of the whole file."""
+    from cnnkit._core.json_file import read_json
+
+    path = tmp_path / "m.json"
+    path.write_text('{"a": [1, 2]}')
+    assert read_json(path, 100, "a test file") == {"a": [1, 2]}
+    with pytest.raises(CnnkitError, match=r"m\.json is 13 bytes, over the limit of 12 for a t"):
+        read_json(path, 12, "a test file")
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(CnnkitError, match=r"m\.json: the JSON is nested too deeply"):
+        read_json(path, 1 << 20, "a test file")
+    path.write_bytes(b'{"a": "\xff\xfe"}')
+    with pytest.raises(CnnkitError, match=r"m\.json is damaged: not UTF-8"):
+        read_json(path, 100, "a test file")
+    path.write_text('{"a": ')
+    with pytest.raises(CnnkitError, match=r"m\.json is damaged: not valid JSON"):
+        read_json(path, 100, "a test file")
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "absent.json", 100, "a test file")
+
+
+def test_a_shared_run_folder_with_hostile_files_still_gets_a_report(tmp_path, caplog):
+    """A report is built from files another person's run folder holds: a metrics.json
+    nested 200,000 deep, a history.csv with a 1 MB field and an environment.json over the
+    size bound are each reported as not recorded (and logged); the page is written."""
+    from cnnkit._core.json_file import MAX_RUN_FILE_BYTES
+    from cnnkit.report import html as report_html
+    from cnnkit.report.plots import read_history_csv
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: shared\n")
+    (run / "metrics.json").write_text("[" * 200_000 + "]" * 200_000)
+    (run / "history.csv").write_text("epoch,loss\n0," + "1" * (1 << 20) + "\n")
+    with open(run / "environment.json", "wb") as fh:  # sparse: no disk used
+        fh.truncate(MAX_RUN_FILE_BYTES + 1)
+    with pytest.raises(CnnkitError, match=r"history\.csv is not a history CSV"):
+        read_history_csv(run / "history.csv")
+    page = report_html.write_run_report(run).read_text()
+    assert "shared" in page and "metrics.json" in page
+    logged = caplog.text
+    assert "nested too deeply" in logged and "not a history CSV" in logged
+    assert "over the limit" in logged

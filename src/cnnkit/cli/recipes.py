@@ -58,10 +58,14 @@ SECTION_KEYS = {
         "loss_weights",
         "lr_schedule",
         "global_clipnorm",
+        "precision",
     ),
     "fit": ("epochs", "batch_size", "validation_split", "callbacks", "restore_best"),
 }
 REQUIRED = ("task", "dataset", "model", "compile", "fit")
+#: ``compile.precision``: what ``--precision auto`` (the default) means for a recipe that
+#: states a reason to fix it; an explicit ``--precision`` still wins
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def list_recipes() -> list[str]:
@@ -115,24 +119,47 @@ def schedule_table() -> dict[str, Any]:
     return {name: getattr(schedules, name) for name in SCHEDULES}
 
 
-def _check_schedule(value: Any, source: str) -> None:
-    if value is None:
-        return
+def named_entry(
+    value: Any, source: str, field: str, kind: str, names: Any, example: str
+) -> tuple[str, dict]:
+    """A config entry ``{name: NAME, args: {...}}`` at ``field`` checked (a mapping, a str
+    ``name`` among ``names`` when given, no other keys, ``args`` a mapping): ``(name, args)``."""
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         raise ConfigError(
-            f"{source}: compile.lr_schedule must be a mapping like {{name: cosine}} or "
-            f"{{name: step_decay, args: {{boundaries: [8]}}}}; received {short_repr(value)}."
+            f"{source}: {field} must be a mapping like {example}; received {short_repr(value)}."
         )
-    _unknown(f"{source} compile.lr_schedule", value, ("name", "args"))
-    if value["name"] not in SCHEDULES:
+    _unknown(f"{source} {field}", value, ("name", "args"))
+    name = value["name"]
+    if names is not None and name not in names:
         raise ConfigError(
-            f"{source}: unknown lr_schedule {short_repr(value['name'])}; expected one of "
-            f"{', '.join(SCHEDULES)}.{did_you_mean(value['name'], SCHEDULES)}"
+            f"{source}: unknown {kind} {short_repr(name)} in {field}; expected one of "
+            f"{', '.join(names)}.{did_you_mean(name, names)}"
         )
-    if not isinstance(value.get("args", {}) or {}, dict):
+    args = value.get("args") or {}
+    if not isinstance(args, dict):
         raise ConfigError(
-            f"{source}: compile.lr_schedule.args must be a mapping; received {short_repr(value['args'])}."
+            f"{source}: {field} {name} args must be a mapping; received {short_repr(args)}."
         )
+    return name, args
+
+
+def build_schedule(spec: Any, epochs: int, source: str) -> Any:
+    """``compile.lr_schedule`` as a cnnkit schedule (None without one); ``cosine``'s
+    ``T_max`` defaults to the run's ``epochs``. Arguments are bound to the function's
+    parameters before it is called."""
+    if spec is None:
+        return None
+    where = f"{source}: compile.lr_schedule"
+    example = "{name: cosine} or {name: step_decay, args: {boundaries: [8]}}"
+    name, args = named_entry(spec, source, "compile.lr_schedule", "lr_schedule", SCHEDULES, example)
+    table = schedule_table()
+    if name == "cosine":
+        args = {"T_max": int(epochs), **args}
+    args = check_arguments(table[name], args, f"{where} {name}")
+    try:
+        return table[name](**args)
+    except TypeError as err:
+        raise ConfigError(f"{where} {name}: {err}") from None
 
 
 def _check_pretrained(model: dict[str, Any], source: str) -> None:
@@ -162,19 +189,12 @@ def _check_pretrained(model: dict[str, Any], source: str) -> None:
 
 
 def _check_optimizer(value: Any, source: str) -> None:
-    """``compile.optimizer``: a name, or ``{name: sgd, args: {momentum: 0.9}}``."""
+    """``compile.optimizer``: a name, or ``{name: sgd, args: {momentum: 0.9}}`` (the name
+    and options are checked by ``compile``, which builds it once)."""
     if value is None or isinstance(value, str):
         return
-    if (
-        not isinstance(value, dict)
-        or not isinstance(value.get("name"), str)
-        or not isinstance(value.get("args", {}) or {}, dict)
-    ):
-        raise ConfigError(
-            f"{source}: compile.optimizer must be a name like sgd or a mapping like "
-            f"{{name: sgd, args: {{momentum: 0.9}}}}; received {short_repr(value)}."
-        )
-    _unknown(f"{source} compile.optimizer", value, ("name", "args"))
+    example = "{name: sgd, args: {momentum: 0.9}}"
+    named_entry(value, source, "compile.optimizer", "optimizer", None, example)
 
 
 #: ``fit.callbacks``: the callbacks a config may add, by their class name in cnnkit.callbacks
@@ -201,27 +221,14 @@ def build_callbacks(specs: Any, source: str) -> list[Any]:
         )
     built = []
     for spec in specs:
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            raise ConfigError(
-                f"{source}: each fit.callbacks entry must be a mapping with a name; received "
-                f"{short_repr(spec)}."
-            )
-        _unknown(f"{source} fit.callbacks entry", spec, ("name", "args"))
-        if spec["name"] not in CALLBACKS:
-            raise ConfigError(
-                f"{source}: unknown callback {short_repr(spec['name'])} in fit.callbacks; expected one of "
-                f"{', '.join(CALLBACKS)}.{did_you_mean(spec['name'], CALLBACKS)}"
-            )
-        args = spec.get("args") or {}
-        if not isinstance(args, dict):
-            raise ConfigError(f"{source}: fit.callbacks {spec['name']} args must be a mapping; "
-                              f"received {short_repr(args)}.")  # fmt: skip
-        cls = callback_table()[spec["name"]]
-        args = check_arguments(cls, args, f"{source}: fit.callbacks {spec['name']}")
+        example = "{name: ReduceLROnPlateau, args: {monitor: loss}}"
+        name, args = named_entry(spec, source, "fit.callbacks", "callback", CALLBACKS, example)
+        cls = callback_table()[name]
+        args = check_arguments(cls, args, f"{source}: fit.callbacks {name}")
         try:
             built.append(cls(**args))
         except TypeError as err:
-            raise ConfigError(f"{source}: fit.callbacks {spec['name']}: {err}") from None
+            raise ConfigError(f"{source}: fit.callbacks {name}: {err}") from None
     return built
 
 
@@ -322,8 +329,13 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
         raise ConfigError(
             f"{source}: compile.loss is required (e.g. sparse_categorical_crossentropy)."
         )
-    _check_schedule(config["compile"].get("lr_schedule"), source)
     _check_optimizer(config["compile"].get("optimizer"), source)
+    precision = config["compile"].get("precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConfigError(
+            f"{source}: compile.precision must be one of {', '.join(PRECISIONS)} (what "
+            f"--precision auto means for this recipe); received {short_repr(precision)}."
+        )
     fit = config["fit"]
     fit.setdefault("epochs", 1)
     fit.setdefault("batch_size", 32)
@@ -334,11 +346,7 @@ def validate(config: dict[str, Any], source: str) -> dict[str, Any]:
                 f"{source}: fit.{key} must be a positive int; received {short_repr(fit[key])}."
             )
     build_callbacks(fit.get("callbacks"), source)  # checks names and arguments now
-    if task == "instance" and (fit.get("callbacks") or fit.get("restore_best")):
-        raise ConfigError(
-            f"{source}: fit.callbacks and fit.restore_best are not available for task "
-            "'instance' (Mask R-CNN trains with its own loop); use compile.lr_schedule."
-        )
+    build_schedule(config["compile"].get("lr_schedule"), fit["epochs"], source)  # and here
     best = fit.get("restore_best")
     if best is not None and (not isinstance(best, str) or not best):
         raise ConfigError(

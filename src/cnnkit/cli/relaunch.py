@@ -17,7 +17,6 @@ all epochs trained, results written    says so and exits 0 with the final metric
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -100,8 +99,8 @@ def _finished(path: Path, completed: int) -> bool:
     if not (path / "report.html").is_file():
         return False
     try:
-        metrics = json.loads((path / run_folder.METRICS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        metrics = run_folder.read_json(path / run_folder.METRICS)
+    except (OSError, CnnkitError):
         return False
     return isinstance(metrics, dict) and metrics.get("epochs") == completed
 
@@ -177,7 +176,7 @@ def plan(args: Any, config: dict[str, Any], state: RunState) -> dict[str, Any]:
 
 
 def print_finished(run: Path, epochs: int) -> None:
-    metrics = json.loads((run / run_folder.METRICS).read_text(encoding="utf-8"))
+    metrics = run_folder.read_json(run / run_folder.METRICS)
     print(f"the run in {run} already finished all {epochs} epochs; nothing to do")
     test = metrics.get("test", {}) if isinstance(metrics, dict) else {}
     test = test if isinstance(test, dict) else {}

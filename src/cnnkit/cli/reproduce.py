@@ -16,7 +16,6 @@ that stopped mid-training from its last checkpoint, and starts the rest; it may 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -166,8 +165,8 @@ def cpu_info() -> dict[str, Any]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = run_folder.read_json(path)
+    except OSError as err:  # a missing file
         raise CnnkitError(f"{path} cannot be read as JSON: {err}") from None
     if not isinstance(data, dict):
         raise CnnkitError(f"{path} does not hold a JSON object.")

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit._core.errors import CnnkitError, short
+from cnnkit._core.json_file import MAX_RUN_FILE_BYTES
+from cnnkit._core.json_file import read_json as read_json_file
 from cnnkit._core.safe_yaml import dump_yaml, load_yaml
 
 log = logging.getLogger("cnnkit.cli")
@@ -161,6 +163,12 @@ def write_history(path: Path, history: dict[str, list[float]]) -> None:
         for e in range(epochs):
             w.writerow([e, *(repr(float(history[k][e])) for k in keys)])
     os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    """A run folder's JSON file (metrics.json, environment.json, a reproduction's summary),
+    bounded by ``MAX_RUN_FILE_BYTES``; any damage is a ``CnnkitError`` naming the file."""
+    return read_json_file(path, MAX_RUN_FILE_BYTES, "a run folder's JSON file")
 
 
 def write_json(path: Path, data: Any) -> None:

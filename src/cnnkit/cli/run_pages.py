@@ -6,12 +6,13 @@ Kept apart from :mod:`cnnkit.cli.explain` (which loads finished runs through
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from cnnkit._core.errors import CnnkitError
+from cnnkit.cli import run_folder
 from cnnkit.report.html import MODEL_PAGE
 
 log = logging.getLogger("cnnkit.cli")
@@ -26,11 +27,11 @@ def _run_examples(run: Path, data: Any, report: bool) -> Any:
     metrics_path = run / "metrics.json"
     if metrics_path.is_file():
         try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+            metrics = run_folder.read_json(metrics_path)
             cm = metrics.get("confusion_matrix") if isinstance(metrics, dict) else None
             if isinstance(cm, list) and all(isinstance(r, list) for r in cm):
                 confusion = [[int(v) for v in r] for r in cm]
-        except (OSError, ValueError, TypeError) as err:
+        except (OSError, ValueError, TypeError, CnnkitError) as err:
             log.warning("metrics.json could not be read: %s", err)
     report = "report.html" if report or (run / "report.html").is_file() else None
     y = data.y_test[:RUN_EXAMPLES] if hasattr(data.y_test, "__getitem__") else None

@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnkit._core.errors import CnnkitError, ConfigError, short
-from cnnkit._core.registry import check_arguments
+from cnnkit._core.errors import CnnkitError, ConfigError
 from cnnkit.cli import run_folder
 from cnnkit.cli.datasets import TaskData, load_data
 from cnnkit.cli.plots import make_plots
-from cnnkit.cli.recipes import build_callbacks, schedule_table
+from cnnkit.cli.recipes import build_callbacks, build_schedule
 from cnnkit.cli.scores import score
 
 #: the classes a model predicts, by task: Mask R-CNN's labels 1..K leave out classes[0]
@@ -118,23 +117,7 @@ def load_task_data(
 def lr_schedule(config: dict[str, Any]):
     """The recipe's ``compile.lr_schedule`` as a cnnkit schedule (None without one)."""
     spec = config["compile"].get("lr_schedule")
-    if not spec:
-        return None
-    table = schedule_table()
-    name = spec.get("name") if isinstance(spec, dict) else None
-    if name not in table:
-        raise ConfigError(
-            f"unknown compile.lr_schedule {short(spec)}; expected {{name: NAME}} with NAME one "
-            f"of {', '.join(table)}."
-        )
-    args = spec.get("args") or {}
-    if isinstance(args, dict) and name == "cosine":
-        args = {"T_max": int(config["fit"]["epochs"]), **args}
-    args = check_arguments(table[name], args, f"compile.lr_schedule {name}")
-    try:
-        return table[name](**args)
-    except TypeError as err:
-        raise ConfigError(f"compile.lr_schedule {short(spec)}: {err}") from None
+    return build_schedule(spec, config["fit"]["epochs"], config.get("name", "config"))
 
 
 def optimizer(config: dict[str, Any]):
@@ -147,8 +130,19 @@ def optimizer(config: dict[str, Any]):
     return spec
 
 
+def recipe_precision(config: dict[str, Any], precision: str | None) -> str:
+    """``--precision`` as given, except ``auto`` (or none) in a recipe whose
+    ``compile.precision`` fixes it (e.g. ``fp32`` where bf16 changes the result)."""
+    fixed = config["compile"].get("precision")
+    if precision in (None, "auto") and fixed not in (None, "auto"):
+        log.info("precision %s: the recipe's compile.precision (--precision overrides)", fixed)
+        return fixed
+    return precision or "auto"
+
+
 def compile_model(model, config: dict[str, Any], device: str, precision: str):
     c = config["compile"]
+    precision = recipe_precision(config, precision)
     model.compile(
         optimizer=optimizer(config),
         loss=c.get("loss"),

@@ -19,7 +19,6 @@ Both readers return an :class:`InstanceDataset` whose items are ``(image, target
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cnnkit._core.errors import CnnkitError, short_repr
+from cnnkit._core.json_file import read_json
 from cnnkit._core.paths import inside
 from cnnkit.data.base import JointTransform
 from cnnkit.data.images import load_image, to_chw_float
@@ -138,22 +138,12 @@ def _mask_box(mask: np.ndarray) -> list[float]:
 
 def _read_json(path: Path):
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise CnnkitError(
-                f"{path} is {size} bytes, over the limit of {MAX_JSON_BYTES} for an annotation "
-                "file (cnnkit.data.coco.MAX_JSON_BYTES; raise it for a larger dataset)."
-            )
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return read_json(
+            path, MAX_JSON_BYTES, "an annotation file",
+            "cnnkit.data.coco.MAX_JSON_BYTES; raise it for a larger dataset",
+        )  # fmt: skip
     except FileNotFoundError:
         raise CnnkitError(f"annotation file {path} does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CnnkitError(f"{path}: not valid JSON ({err}).") from err
-    except RecursionError:
-        raise CnnkitError(f"{path}: the JSON is nested too deeply to be annotations.") from None
-    except OSError as err:
-        raise CnnkitError(f"{path} cannot be read: {err}.") from None
 
 
 def _count(path: Path, what: str, n: int, limit: int, name: str) -> None:

@@ -23,7 +23,6 @@ does (summed over the RGB channels for 1 channel; repeated and scaled by ``3 / C
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from cnnkit._core.errors import CnnkitError, ConfigError, ShapeError
+from cnnkit._core.json_file import read_json
 
 __all__ = ["FAMILIES", "Family", "FeatureExtractor", "load_pretrained", "map_keys", "read_weights"]
 
@@ -260,12 +260,9 @@ def _read_saved_model(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     cfg = folder / "model.json"
-    if not cfg.is_file() or cfg.stat().st_size > MAX_JSON_BYTES:
-        raise CnnkitError(f"{folder} is not a saved cnnkit model (no model.json of sane size).")
-    try:
-        config = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CnnkitError(f"{cfg} is damaged: {err}") from None
+    if not cfg.is_file():
+        raise CnnkitError(f"{folder} is not a saved cnnkit model (it has no model.json).")
+    config = read_json(cfg, MAX_JSON_BYTES, "a saved model's model.json")
     name = config.get("weights") if isinstance(config, dict) else None
     if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
         raise CnnkitError(f"{cfg} names no .safetensors file in its folder ({name!r}).")

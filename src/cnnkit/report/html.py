@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit._core.errors import CnnkitError, ConfigError
-from cnnkit._core.safe_yaml import dump_yaml, parse_yaml
+from cnnkit._core.json_file import MAX_RUN_FILE_BYTES, check_size, read_json
+from cnnkit._core.safe_yaml import dump_yaml, load_yaml
 from cnnkit.report.plots import (
     plot_confusion_matrix,
     plot_history,
@@ -106,18 +107,20 @@ def _missing(what: str) -> str:
 
 
 def _read(path: Path, kind: str) -> Any:
-    """The parsed file, or ``None`` (absent or unreadable; logged)."""
+    """The parsed file, or ``None`` (absent, too large or unreadable; logged). JSON, CSV
+    and text are bounded by :data:`MAX_RUN_FILE_BYTES`, YAML by its own
+    :data:`cnnkit._core.safe_yaml.MAX_YAML_BYTES`."""
     if not path.is_file():
         return None
     try:
-        text = path.read_text(encoding="utf-8")
         if kind == "json":
-            return json.loads(text)
+            return read_json(path, MAX_RUN_FILE_BYTES, "a run folder's JSON file")
         if kind == "yaml":
-            return parse_yaml(text, str(path))
+            return load_yaml(path)
+        check_size(path, MAX_RUN_FILE_BYTES, "a file a report reads")
         if kind == "csv":
             return read_history_csv(path)
-        return text
+        return path.read_text(encoding="utf-8")
     except (OSError, ValueError, CnnkitError) as err:
         log.warning("%s could not be read: %s", path.name, err)
         return None

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit._core.errors import ConfigError, ShapeError
+from cnnkit._core.errors import CnnkitError, ConfigError, ShapeError
 from cnnkit.report._figure import batch, display_image, figure, gray, to_numpy
 
 __all__ = [
@@ -59,8 +59,11 @@ def _float(v: Any) -> float:
 def read_history_csv(path: PathLike) -> dict[str, list[float]]:
     """``history.csv`` (``epoch`` + one column per metric, CSVLogger's layout) as a dict
     metric -> values per epoch (``epoch`` included; empty cells become NaN)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (csv.Error, UnicodeDecodeError) as err:  # a field over csv's limit, binary data
+        raise CnnkitError(f"{path} is not a history CSV ({err}).") from None
     keys = list(rows[0]) if rows else []
     return {k: [_float(r.get(k)) for r in rows] for k in keys}
 

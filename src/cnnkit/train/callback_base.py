@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -130,10 +131,19 @@ class _Monitor:
     def __init__(self, owner: str, monitor: str, mode: str, min_delta: float = 0.0) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ConfigError(f"{owner} monitor must be a log name; received {monitor!r}.")
-        if not isinstance(min_delta, int | float) or not math.isfinite(min_delta):
+        if (
+            isinstance(min_delta, bool)
+            or not isinstance(min_delta, numbers.Real)
+            or not math.isfinite(min_delta)
+        ):
             raise ConfigError(f"{owner} min_delta must be a number; received {min_delta!r}.")
         resolve_mode(monitor, mode)  # validates the choice early
-        self.owner, self.monitor, self.mode, self.min_delta = owner, monitor, mode, abs(min_delta)
+        self.owner, self.monitor, self.mode, self.min_delta = (
+            owner,
+            monitor,
+            mode,
+            abs(float(min_delta)),
+        )
         self.direction = "min"
         self._warned = False
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -80,8 +81,9 @@ class EarlyStopping(Callback):
         restore_best_weights: bool = False,
         baseline: float | None = None,
     ) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
             raise ConfigError(f"EarlyStopping patience must be an int >= 0; received {patience!r}.")
+        patience = int(patience)  # a NumPy int too
         self._monitor = _Monitor("EarlyStopping", monitor, mode, min_delta)
         self.monitor = monitor
         self.patience = patience
@@ -154,7 +156,9 @@ class ModelCheckpoint(Callback):
                 "ModelCheckpoint with save_best=False and save_last=False saves nothing."
             )
         if save_freq != "epoch" and (
-            isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1
+            isinstance(save_freq, bool)
+            or not isinstance(save_freq, numbers.Integral)
+            or save_freq < 1
         ):
             raise ConfigError(
                 f"ModelCheckpoint save_freq must be 'epoch' or a positive int (steps); "
@@ -162,14 +166,15 @@ class ModelCheckpoint(Callback):
             )
         if save_minutes is not None and (
             isinstance(save_minutes, bool)
-            or not isinstance(save_minutes, int | float)
+            or not isinstance(save_minutes, numbers.Real)
             or not save_minutes > 0
         ):
             raise ConfigError(
                 f"ModelCheckpoint save_minutes must be a positive number; received "
                 f"{save_minutes!r}."
             )
-        self.save_freq, self.save_minutes = save_freq, save_minutes
+        self.save_freq = save_freq if save_freq == "epoch" else int(save_freq)
+        self.save_minutes = None if save_minutes is None else float(save_minutes)
         self._saved_at: tuple[int, int] | None = None
         self._saved_time = time.monotonic()
         self.dirpath = Path(dirpath)
@@ -409,7 +414,12 @@ class LearningRateScheduler(Callback):
         lr = self.schedule(epoch, current_lr(optimizer))
         if isinstance(lr, torch.Tensor):
             lr = lr.item()
-        if not isinstance(lr, int | float) or not math.isfinite(lr) or lr < 0:
+        if (
+            isinstance(lr, bool)
+            or not isinstance(lr, numbers.Real)
+            or not math.isfinite(lr)
+            or lr < 0
+        ):
             raise ConfigError(
                 f"The schedule returned learning rate {lr!r} for epoch {epoch}; expected a "
                 "finite number >= 0."
@@ -445,18 +455,18 @@ class ReduceLROnPlateau(Callback):
         cooldown: int = 0,
         min_lr: float = 0.0,
     ) -> None:
-        if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < 1:
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not 0 < factor < 1:
             raise ConfigError(
                 f"ReduceLROnPlateau factor must be a number in (0, 1); received {factor!r}."
             )
         for name, value in (("patience", patience), ("cooldown", cooldown)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ConfigError(
                     f"ReduceLROnPlateau {name} must be an int >= 0; received {value!r}."
                 )
         if (
             isinstance(min_lr, bool)
-            or not isinstance(min_lr, int | float)
+            or not isinstance(min_lr, numbers.Real)
             or not (math.isfinite(min_lr) and min_lr >= 0)
         ):
             raise ConfigError(
@@ -464,8 +474,9 @@ class ReduceLROnPlateau(Callback):
             )
         self._monitor = _Monitor("ReduceLROnPlateau", monitor, mode, min_delta)
         self.monitor, self.mode = monitor, mode
-        self.factor, self.patience, self.verbose = float(factor), patience, verbose
-        self.min_delta, self.cooldown, self.min_lr = abs(min_delta), cooldown, float(min_lr)
+        self.factor, self.patience, self.verbose = float(factor), int(patience), verbose
+        self.min_delta, self.cooldown = abs(float(min_delta)), int(cooldown)
+        self.min_lr = float(min_lr)
         self.scheduler: KerasPlateau | None = None
 
     def on_train_begin(self, logs=None) -> None:

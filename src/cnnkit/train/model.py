@@ -170,6 +170,8 @@ class Workflow:
         returns a dict of them in train mode) is compiled without ``loss``; their sum is
         minimised, ``loss_weights={'loss_mask': 2.0}`` weighs them by name.
         ``global_clipnorm`` clips the norm of all gradients together (Keras' name).
+        ``learning_rate`` applies to an optimizer given by name; an optimizer instance or
+        callable carries its own rate, and passing both is a ``ConfigError``.
         """
         self.__dict__["_task_ref"] = task_for(self._net)
         self._task.compile(self, loss, loss_weights, metrics)
@@ -442,10 +444,10 @@ class Workflow:
             if val is not None:
                 val_logs = self.evaluate(_source=val, batch_size=batch_size, verbose=0)
                 logs.update({"val_" + k: v for k, v in flat_logs(val_logs).items()})
+            history.append(epoch, logs)  # kept even if the schedule's step below refuses
             if self.scheduler is not None:
                 step_scheduler(self.scheduler, logs)  # plateau schedules read logs
             bar.finish(logs)
-            history.append(epoch, logs)
             progress.end_epoch()  # an epoch-end checkpoint's position: next epoch, step 0
             callbacks.on_epoch_end(epoch, logs)
             if stop.should_stop():  # signalled during validation or the checkpoint

@@ -47,6 +47,20 @@ def check_optimizer(spec: Any, learning_rate: Any) -> None:
     stand-in parameter (unknown names, bad options), an instance's rates are read. A
     callable is checked when ``fit`` calls it."""
     check_learning_rate(learning_rate)
+    if learning_rate is not None and (
+        isinstance(spec, torch.optim.Optimizer) or (callable(spec) and not isinstance(spec, Named))
+    ):
+        what = (
+            f"the {type(spec).__name__} instance passed as optimizer, whose param groups "
+            f"already have lr={[g.get('lr') for g in spec.param_groups][:4]}"
+            if isinstance(spec, torch.optim.Optimizer)
+            else f"the optimizer callable {getattr(spec, '__name__', type(spec).__name__)!r}"
+        )
+        raise ConfigError(
+            f"compile(learning_rate={learning_rate!r}) would be ignored by {what}; set the "
+            "rate where the optimizer is built (torch.optim.SGD(params, lr=...)), or pass "
+            "an optimizer name ('adam', 'sgd', ...) with learning_rate."
+        )
     if isinstance(spec, torch.optim.Optimizer):
         check_group_rates(spec, f"the {type(spec).__name__} passed as optimizer")
     elif isinstance(spec, str | Named):

@@ -12,7 +12,6 @@ anything is built; ``weights`` (a path or a download) is never taken from a file
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors import safe_open
 from torch import nn
 
 from cnnkit._core.errors import CnnkitError, did_you_mean, short
+from cnnkit._core.json_file import read_json as read_json_file
 from cnnkit._core.registry import check_arguments
 from cnnkit.layers.sequential import Sequential as LayerStack
 
@@ -36,16 +36,8 @@ MAX_MANIFEST_BYTES = 64 << 20
 
 def read_json(path: Path) -> Any:
     """A model.json or manifest: bounded in size, errors name the file."""
-    size = path.stat().st_size
-    if size > MAX_MANIFEST_BYTES:
-        raise CnnkitError(
-            f"{path} holds {size:,} bytes; a cnnkit model.json is far smaller (at most "
-            f"{MAX_MANIFEST_BYTES:,} bytes are read): not a file written by cnnkit."
-        )
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise CnnkitError(f"{path} is damaged: not valid JSON ({short(str(err), 200)}).") from None
+    what = "a cnnkit model.json or checkpoint manifest (a real one is a few hundred KB)"
+    return read_json_file(path, MAX_MANIFEST_BYTES, what)
 
 
 #: the model classes a saved ``kind: config`` architecture may name; looked up, never

@@ -169,7 +169,13 @@ def sync_newest_checkpoint(ctx: Any, path: str | Path) -> bool:
     A collective: every rank calls it with the same ``path`` (each reads its own node's
     folder). Returns whether this rank received files.
     """
-    from cnnkit.train.checkpoint import CONFIG, _atomic_write, _referenced, find_checkpoint
+    from cnnkit.train.checkpoint import (
+        CONFIG,
+        _atomic_write,
+        _read_manifest,
+        _referenced,
+        find_checkpoint,
+    )  # fmt: skip
 
     if not ctx.enabled:
         return False
@@ -189,7 +195,7 @@ def sync_newest_checkpoint(ctx: Any, path: str | Path) -> bool:
     header = None
     if ctx.rank == src:
         assert folder is not None
-        manifest = json.loads((folder / CONFIG).read_text())
+        manifest = _read_manifest(folder)  # bounded, checked
         names = sorted(_referenced(manifest))
         rel = "." if folder == Path(path) else folder.name
         header = json.dumps({"dir": rel, "names": names}).encode()

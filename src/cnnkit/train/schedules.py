@@ -13,6 +13,7 @@ exactly those of ``torch.optim.lr_scheduler``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from cnnkit._core.errors import ConfigError, check_choice
+from cnnkit.train.optimizers import check_group_rates
 
 #: substrings of log names where higher is better (Keras' mode='auto' guesses the same way)
 _HIGHER_IS_BETTER = (
@@ -82,14 +84,43 @@ class Schedule:
         return self.name
 
 
-def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
-    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> Any:
+    """``value`` checked (NumPy numbers welcome) and returned as a Python int or float."""
+    ok_type = isinstance(value, numbers.Integral if integer else numbers.Real)
     if isinstance(value, bool) or not ok_type or not math.isfinite(value):
         kind = "an int" if integer else "a number"
         raise ConfigError(f"{name} must be {kind}; received {value!r}.")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be {bound}; received {value!r}.")
+    return int(value) if integer else float(value)
+
+
+def _epochs(name: str, boundaries: Any, *, allow_empty: bool = False) -> list[int]:
+    """Strictly increasing positive epoch numbers (a list, tuple or 1-D array; one int for
+    a single boundary) as Python ints, or a ``ConfigError`` naming what was received."""
+    epochs = boundaries
+    if _is_int(epochs):
+        epochs = [epochs]
+    elif hasattr(epochs, "tolist") and getattr(epochs, "ndim", None) == 1:
+        epochs = epochs.tolist()  # a NumPy array or a tensor
+    if (
+        not isinstance(epochs, Sequence)
+        or isinstance(epochs, str)
+        or (not epochs and not allow_empty)
+        or any(not _is_int(b) or b <= 0 for b in epochs)
+        or list(epochs) != sorted(set(epochs))
+    ):
+        which = "a list" if allow_empty else "an int step size or a non-empty list"
+        raise ConfigError(
+            f"{name} boundaries must be {which} of strictly increasing positive epoch numbers; "
+            f"received {boundaries!r}."
+        )
+    return [int(b) for b in epochs]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def step_decay(boundaries: int | Sequence[int], gamma: float = 0.1) -> Schedule:
@@ -99,27 +130,14 @@ def step_decay(boundaries: int | Sequence[int], gamma: float = 0.1) -> Schedule:
     ``step_decay([8], 0.1)`` with ``lr=0.02``), or an int step size (``StepLR``: every
     ``boundaries`` epochs).
     """
-    _positive("step_decay gamma", gamma)
-    if isinstance(boundaries, int) and not isinstance(boundaries, bool):
-        _positive("step_decay step_size", boundaries, integer=True)
+    gamma = _positive("step_decay gamma", gamma)
+    if _is_int(boundaries):
+        step = _positive("step_decay step_size", boundaries, integer=True)
         return Schedule(
-            f"step_decay(step_size={boundaries}, gamma={gamma})",
-            lambda opt: lr_scheduler.StepLR(opt, step_size=boundaries, gamma=gamma),
+            f"step_decay(step_size={step}, gamma={gamma})",
+            lambda opt: lr_scheduler.StepLR(opt, step_size=step, gamma=gamma),
         )
-    if not isinstance(boundaries, Sequence) or isinstance(boundaries, str) or not boundaries:
-        raise ConfigError(
-            "step_decay expects a step size (int) or a non-empty increasing list of epochs; "
-            f"received {boundaries!r}."
-        )
-    epochs = list(boundaries)
-    bad = [
-        b for b in epochs if isinstance(b, bool) or not isinstance(b, int) or b <= 0
-    ] or epochs != sorted(set(epochs))
-    if bad:
-        raise ConfigError(
-            "step_decay boundaries must be strictly increasing positive epoch numbers; "
-            f"received {boundaries!r}."
-        )
+    epochs = _epochs("step_decay", boundaries)
     return Schedule(
         f"step_decay({epochs}, gamma={gamma})",
         lambda opt: lr_scheduler.MultiStepLR(opt, milestones=epochs, gamma=gamma),
@@ -129,8 +147,8 @@ def step_decay(boundaries: int | Sequence[int], gamma: float = 0.1) -> Schedule:
 def cosine(T_max: int, eta_min: float = 0.0) -> Schedule:  # noqa: N803 (torch's name)
     """Cosine annealing from the optimizer's learning rate to ``eta_min`` over ``T_max``
     epochs (``CosineAnnealingLR``)."""
-    _positive("cosine T_max", T_max, integer=True)
-    _positive("cosine eta_min", eta_min, allow_zero=True)
+    T_max = _positive("cosine T_max", T_max, integer=True)  # noqa: N806
+    eta_min = _positive("cosine eta_min", eta_min, allow_zero=True)
     return Schedule(
         f"cosine(T_max={T_max}, eta_min={eta_min})",
         lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=T_max, eta_min=eta_min),
@@ -151,13 +169,13 @@ def reduce_on_plateau(
     (``ReduceLROnPlateau(threshold_mode='abs')``)."""
     if not isinstance(monitor, str) or not monitor:
         raise ConfigError(f"reduce_on_plateau monitor must be a log name; received {monitor!r}.")
-    _positive("reduce_on_plateau factor", factor)
+    factor = _positive("reduce_on_plateau factor", factor)
     if factor >= 1.0:
         raise ConfigError(f"reduce_on_plateau factor must be < 1; received {factor!r}.")
-    _positive("reduce_on_plateau patience", patience, integer=True, allow_zero=True)
-    _positive("reduce_on_plateau min_delta", min_delta, allow_zero=True)
-    _positive("reduce_on_plateau cooldown", cooldown, integer=True, allow_zero=True)
-    _positive("reduce_on_plateau min_lr", min_lr, allow_zero=True)
+    patience = _positive("reduce_on_plateau patience", patience, integer=True, allow_zero=True)
+    min_delta = _positive("reduce_on_plateau min_delta", min_delta, allow_zero=True)
+    cooldown = _positive("reduce_on_plateau cooldown", cooldown, integer=True, allow_zero=True)
+    min_lr = _positive("reduce_on_plateau min_lr", min_lr, allow_zero=True)
     direction = resolve_mode(monitor, mode)
     return Schedule(
         f"reduce_on_plateau({monitor!r}, factor={factor}, patience={patience})",
@@ -246,17 +264,12 @@ def warmup_step_decay(
     from ``warmup_factor`` times the learning rate, and a step decay by ``gamma`` at the
     given epochs (``compile(optimizer='sgd', learning_rate=0.02,
     lr_schedule=warmup_step_decay([9], warmup_iters=100))``)."""
-    _positive("warmup_step_decay gamma", gamma)
-    _positive("warmup_step_decay warmup_iters", warmup_iters, integer=True, allow_zero=True)
-    _positive("warmup_step_decay warmup_factor", warmup_factor)
-    epochs = [boundaries] if isinstance(boundaries, int) else list(boundaries)
-    if any(isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in epochs) or (
-        epochs != sorted(set(epochs))
-    ):
-        raise ConfigError(
-            "warmup_step_decay boundaries must be strictly increasing positive epoch numbers; "
-            f"received {boundaries!r}."
-        )
+    gamma = _positive("warmup_step_decay gamma", gamma)
+    warmup_iters = _positive(
+        "warmup_step_decay warmup_iters", warmup_iters, integer=True, allow_zero=True
+    )
+    warmup_factor = _positive("warmup_step_decay warmup_factor", warmup_factor)
+    epochs = _epochs("warmup_step_decay", boundaries, allow_empty=True)
     return Schedule(
         f"warmup_step_decay({epochs}, gamma={gamma}, warmup_iters={warmup_iters})",
         lambda opt: WarmupStepDecay(opt, epochs, gamma, warmup_iters, warmup_factor),
@@ -268,6 +281,7 @@ def step_batch(scheduler: Any) -> None:
     step = getattr(scheduler, "step_batch", None)
     if step is not None:
         step()
+        _check_rates(scheduler, "after a batch")
 
 
 class KerasPlateau:
@@ -365,6 +379,17 @@ def step_scheduler(scheduler: Any, logs: dict[str, float]) -> None:
         scheduler.step(logs[monitor])
     else:
         scheduler.step()
+    _check_rates(scheduler, "at the end of an epoch")
+
+
+def _check_rates(scheduler: Any, when: str) -> None:
+    """A schedule (a custom one above all) never leaves a negative or NaN rate behind:
+    torch's optimizers would silently climb the loss with it."""
+    optimizer = getattr(scheduler, "optimizer", None)
+    if optimizer is not None:
+        step = getattr(scheduler, "last_epoch", None)
+        at = f" (schedule epoch {step})" if isinstance(step, int) else ""
+        check_group_rates(optimizer, f"the optimizer {when}{at}, set by {type(scheduler).__name__}")
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
