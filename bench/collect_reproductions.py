@@ -30,6 +30,8 @@ MAX_BYTES = 4_000_000  # a summary is a few kB; refuse anything far larger unrea
 #: the recipes issue 21 asks to reproduce (recipe, dataset, seeds), in the table's order
 EXPECTED = (
     ("ucr-fcn1d", "GunPoint", 5), ("ucr-fcn1d", "ECG200", 5), ("ucr-fcn1d", "Coffee", 5),
+    ("ucr-resnet1d", "GunPoint", 5), ("ucr-resnet1d", "ECG200", 5),
+    ("ucr-resnet1d", "Coffee", 5),
     ("digits-lenet5", "digits", 5), ("mnist1d-cnn", "mnist1d", 5), ("shapes-unet", "shapes", 5),
     ("localization-mnist", "localization_mnist", 5), ("moving-mnist-c3d", "moving_mnist", 5),
     ("shapes-maskrcnn", "shapes_instances", 3), ("mnist-cnn", "mnist", 3),
@@ -52,9 +54,21 @@ def load_summary(path: Path) -> dict[str, Any]:
     return data
 
 
+def ran(summary: dict[str, Any]) -> str:
+    """The precision the seeds trained in (``precision_used``; ``--precision auto`` may
+    mean fp32, bf16 or a recipe's ``compile.precision``), else the one asked for."""
+    used = summary.get("precision_used")
+    return used if isinstance(used, str) else str(summary["precision"])
+
+
+def _precision(summary: dict[str, Any]) -> str:
+    asked = str(summary["precision"])
+    return ran(summary) if asked == ran(summary) else f"{ran(summary)} (`--precision {asked}`)"
+
+
 def canonical_name(summary: dict[str, Any]) -> str:
     recipe = Path(str(summary["recipe"])).stem
-    return f"{recipe}-{summary['dataset']}-{summary['precision']}.json"
+    return f"{recipe}-{summary['dataset']}-{ran(summary)}.json"
 
 
 def add(paths: list[Path]) -> None:
@@ -125,7 +139,7 @@ def row(s: dict[str, Any]) -> str:
         f"| `{recipe}` | {s['dataset']} | {metric}: {_pm(stats, pct)} | {reference} | "
         f"{_yes(ref.get('within_range'))} | {_yes(ref.get('meets'))} | "
         f"{len(s['seeds'])} ({', '.join(str(x) for x in s['seeds'])}) | {s['epochs']} | "
-        f"{s['precision']} | {_cpu(s['cpu'])} | {_seconds(s)} |"
+        f"{_precision(s)} | {_cpu(s['cpu'])} | {_seconds(s)} |"
     )
 
 
@@ -137,7 +151,7 @@ def table(items: list[dict[str, Any]]) -> str:
     ]
     order = {(r, d): i for i, (r, d, _) in enumerate(EXPECTED)}
     items = sorted(items, key=lambda s: (order.get((Path(str(s["recipe"])).stem, s["dataset"]),
-                                                   99), s["recipe"], s["precision"] != "fp32"))  # fmt: skip
+                                                   99), s["recipe"], ran(s) != "fp32"))  # fmt: skip
     lines += [row(s) for s in items]
     measured = [s["cpu_seconds"] for s in items if s.get("cpu_seconds")]
     total_wall = sum(s["wall_seconds"] for s in items)
@@ -171,7 +185,7 @@ def parity(items: list[dict[str, Any]]) -> str:
     """bf16 against fp32 where both ran: the bf16 mean within one fp32 std of the fp32 mean."""
     by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for s in items:
-        by_key.setdefault((Path(str(s["recipe"])).stem, s["dataset"]), {})[s["precision"]] = s
+        by_key.setdefault((Path(str(s["recipe"])).stem, s["dataset"]), {})[ran(s)] = s
     lines = []
     for (recipe, dataset), runs in by_key.items():
         if "fp32" not in runs or "bf16" not in runs:
@@ -208,7 +222,7 @@ def parity(items: list[dict[str, Any]]) -> str:
 
 def not_rerun(items: list[dict[str, Any]]) -> str:
     done = {(Path(str(s["recipe"])).stem, s["dataset"]): len(s["seeds"]) for s in items
-            if s["precision"] != "bf16"}  # fmt: skip
+            if ran(s) != "bf16"}  # fmt: skip
     missing = [f"`{r}` ({d})" for r, d, _ in EXPECTED if (r, d) not in done]
     short = [f"`{r}` ({d}): {done[(r, d)]} of {n}" for r, d, n in EXPECTED
              if (r, d) in done and done[(r, d)] < n]  # fmt: skip

@@ -377,14 +377,26 @@ def test_segmentation_scores_match_sklearn(tmp_path, capsys):
     assert code == 0 and f"pixel_accuracy {test['pixel_accuracy']:.4f}" in text, err
 
 
-def test_ucr_recipe_with_dataset_override(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("recipe", "model", "params"),
+    # Wang et al.'s FCN (Conv1D 128-256-128, kernels 8-5-3, BN, GAP, dense) and ResNet
+    # (three residual blocks of 64-128-128) for 2 classes and one channel
+    [("ucr-fcn1d", "fcn1d", 264_962), ("ucr-resnet1d", "resnet1d", 504_258)],
+)
+def test_ucr_recipe_with_dataset_override(tmp_path, capsys, recipe, model, params):
+    import cnnkit
+
     root = _data_root("ucr")
     out = tmp_path / "run"
-    code, _, err = run(["train", "ucr-fcn1d", "--data-dir", str(root), "--dataset", "ECG200",
+    code, _, err = run(["train", recipe, "--data-dir", str(root), "--dataset", "ECG200",
                         "--epochs", "1", "--limit", "16", "--out", str(out), "--verbose", "0"],
                        capsys)  # fmt: skip
     assert code == 0, err
-    assert yaml.safe_load((out / "config.yaml").read_text())["dataset"]["args"]["name"] == "ECG200"
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["dataset"]["args"]["name"] == "ECG200"
+    assert config["model"]["name"] == model
+    net = cnnkit.load(out).module
+    assert sum(p.numel() for p in net.parameters()) == params
 
 
 # ------------------------------------------------------------------------ tools

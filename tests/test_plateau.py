@@ -229,7 +229,7 @@ def test_recipe_errors(tmp_path, fit, extra, message):
 
 
 #: the recipes `cnnkit reproduce` reports on (issue 21): each names a structured reference
-REPRODUCED = ("ucr-fcn1d", "digits-lenet5", "mnist1d-cnn", "shapes-unet", "localization-mnist",
+REPRODUCED = ("ucr-fcn1d", "ucr-resnet1d", "digits-lenet5", "mnist1d-cnn", "shapes-unet", "localization-mnist",
               "moving-mnist-c3d", "shapes-maskrcnn", "mnist-cnn")  # fmt: skip
 
 

@@ -217,6 +217,25 @@ def test_collector_parity_compares_bf16_with_fp32_on_the_same_seeds():
     assert cells[7].startswith("fp32")
 
 
+def test_collector_files_and_rows_go_by_the_precision_that_ran():
+    """``--precision auto`` on a recipe that fixes fp32 ran fp32: the summary is filed and
+    paired with the fp32 runs, and its row says both what ran and what was asked for."""
+    collector = _collector()
+    metrics = {"test.accuracy": rp.spread([1.0, 1.0])}
+    base = {"recipe": "ucr-resnet1d", "dataset": "Coffee", "seeds": [0, 1], "epochs": 200,
+            "metrics": metrics, "reference": {"metric": "accuracy"}, "cpu": {"model": "CPU X"},
+            "wall_seconds": 10.0}  # fmt: skip
+    auto = {**base, "precision": "auto", "precision_used": "fp32"}
+    assert collector.canonical_name(auto) == "ucr-resnet1d-Coffee-fp32.json"
+    assert "| fp32 (`--precision auto`) |" in collector.row(auto)
+    on_amx = {**base, "precision": "auto", "precision_used": "bf16"}
+    assert collector.canonical_name(on_amx) == "ucr-resnet1d-Coffee-bf16.json"
+    explicit = {**base, "precision": "bf16", "precision_used": "bf16"}
+    assert "| bf16 |" in collector.row(explicit)
+    older = {**base, "precision": "fp32"}  # a summary without precision_used
+    assert collector.canonical_name(older) == "ucr-resnet1d-Coffee-fp32.json"
+
+
 def test_help(capsys):
     with pytest.raises(SystemExit) as info:
         main(["reproduce", "--help"])
