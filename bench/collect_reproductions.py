@@ -15,7 +15,6 @@ time.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -45,9 +44,15 @@ FILE_TIMES = (
 
 
 def load_summary(path: Path) -> dict[str, Any]:
-    if path.stat().st_size > MAX_BYTES:
-        raise SystemExit(f"{path} is larger than {MAX_BYTES} bytes; not a reproduce.json")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    from cnnkit._core.errors import CnnkitError
+    from cnnkit._core.json_file import read_json
+
+    try:  # cnnkit's bounded reader: the size is checked before the file is read
+        data = read_json(path, MAX_BYTES, "a cnnkit reproduce summary")
+    except CnnkitError as err:
+        raise SystemExit(str(err)) from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path} does not hold a JSON object: not a cnnkit reproduce summary")
     for key in ("recipe", "dataset", "seeds", "precision", "metrics", "cpu", "wall_seconds"):
         if key not in data:
             raise SystemExit(f"{path} lacks {key!r}: not a cnnkit reproduce summary")

@@ -236,6 +236,18 @@ def test_collector_files_and_rows_go_by_the_precision_that_ran():
     assert collector.canonical_name(older) == "ucr-resnet1d-Coffee-fp32.json"
 
 
+def test_collector_refuses_a_damaged_or_oversized_summary(tmp_path):
+    """Summaries are read through cnnkit's bounded JSON reader: the file is named."""
+    collector = _collector()
+    path = tmp_path / "x-fp32.json"
+    for text, message in (('{"recipe": ', "not valid JSON"), ("[1]", "not hold a JSON object"),
+                          (" " * (collector.MAX_BYTES + 1), "over the limit")):  # fmt: skip
+        path.write_text(text)
+        with pytest.raises(SystemExit, match=message) as info:
+            collector.load_summary(path)
+        assert str(path) in str(info.value)
+
+
 def test_help(capsys):
     with pytest.raises(SystemExit) as info:
         main(["reproduce", "--help"])
